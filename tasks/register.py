@@ -1,0 +1,141 @@
+"""Register: an MLflow run with the model, its metrics and its full data lineage.
+
+Logs params, metrics, the snapshot as an MLflow dataset input (with Finegate's own digest of the
+whole snapshot, not MLflow's first-10,000-rows one), the scorecard, gate and evaluation reports,
+and lineage tags (snapshot digest, drops, sources, code version, Prefect flow run). The model is
+registered and gets the alias ``challenger``; it also becomes ``champion`` if there is none.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from prefect import task
+
+from finegate.config import PROJECT_ROOT, Config
+from finegate.lake import Lake
+from tasks.evaluate import EvaluationResult
+from tasks.finetune import FinetuneResult
+from tasks.snapshot import SnapshotResult
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    """The MLflow run and registered model version."""
+
+    tracking_uri: str
+    run_id: str
+    model_name: str
+    version: str
+    aliases: list[str]
+
+
+def code_version(root: Path = PROJECT_ROOT) -> str:
+    """The git commit of the code (``+dirty`` with local changes), or ``unknown``."""
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], check=True,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}+dirty" if dirty else commit
+
+
+def ensure_experiment(config: Config) -> str:
+    """The experiment id; with the default SQLite store its artifacts live inside the lake."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(config.mlflow_experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if not config.mlflow_tracking_uri:
+        location = (Lake.at(config.lake_path).root / "mlartifacts").as_uri()
+    return mlflow.create_experiment(config.mlflow_experiment, artifact_location=location)
+
+
+def log_snapshot_input(snapshot: SnapshotResult) -> None:
+    """Log the snapshot as the run's training dataset, named and digested by Finegate."""
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    frame = pq.read_table(snapshot.data_path, columns=["id", "label", "split", "drop"]).to_pandas()
+    dataset = from_pandas(frame, source=snapshot.data_path, name=f"snapshot-{snapshot.digest[:16]}",
+                          digest=snapshot.digest[:32])
+    mlflow.log_input(dataset, context="training",
+                     tags={"finegate.snapshot_digest": snapshot.digest})
+
+
+def promote_if_first(client: Any, name: str, version: str) -> list[str]:
+    """Alias the new version ``challenger``; also ``champion`` when the model has none."""
+    from mlflow.exceptions import MlflowException
+
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    aliases = [CHALLENGER]
+    try:
+        client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        aliases.append(CHAMPION)
+    return aliases
+
+
+def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, gate_path: str,
+                   trained: FinetuneResult, evaluation: EvaluationResult,
+                   flow_run_id: str, run_name: str) -> RegisterResult:
+    """Log the run with lineage, register the model and set its aliases."""
+    import mlflow
+    import torch
+    import transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    mlflow.set_tracking_uri(config.tracking_uri())
+    experiment_id = ensure_experiment(config)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params({f"train.{k}": v for k, v in trained.params.items()})
+        mlflow.log_params({"split.train": config.split.train,
+                           "split.validation": config.split.validation,
+                           "split.test": config.split.test, "labels": ",".join(config.labels)})
+        mlflow.log_metrics({"test_accuracy": evaluation.accuracy,
+                            "test_macro_f1": evaluation.macro_f1,
+                            "train_loss": trained.train_loss, "train_seconds": trained.seconds,
+                            "train_rows": trained.train_rows, "test_rows": evaluation.test_rows})
+        mlflow.set_tags({
+            "finegate.snapshot_digest": snapshot.digest, "finegate.snapshot_path": snapshot.path,
+            "finegate.drops": ",".join(snapshot.drops), "finegate.landing": config.landing_path,
+            "finegate.code_version": code_version(), "finegate.flow_run_id": flow_run_id,
+        })
+        log_snapshot_input(snapshot)
+        for path in (quality_path, gate_path, evaluation.report_path,
+                     str(Path(snapshot.path) / "manifest.json")):
+            mlflow.log_artifact(path, artifact_path="quality")
+        info = mlflow.transformers.log_model(
+            transformers_model={
+                "model": AutoModelForSequenceClassification.from_pretrained(trained.model_dir),
+                "tokenizer": AutoTokenizer.from_pretrained(trained.model_dir),
+            },
+            name="model", task="text-classification", registered_model_name=config.model_name,
+            # Without explicit requirements MLflow infers torchvision, which is not installed.
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                              f"transformers=={transformers.__version__}"],
+        )
+    version = str(info.registered_model_version)
+    aliases = promote_if_first(mlflow.MlflowClient(), config.model_name, version)
+    return RegisterResult(tracking_uri=config.tracking_uri(), run_id=run.info.run_id,
+                          model_name=config.model_name, version=version, aliases=aliases)
+
+
+@task(name="register")
+def register(config: Config, snapshot: SnapshotResult, quality_path: str, gate_path: str,
+             trained: FinetuneResult, evaluation: EvaluationResult, flow_run_id: str,
+             run_name: str) -> RegisterResult:
+    """Prefect task: MLflow run + registered model version with lineage and aliases."""
+    return register_model(config, snapshot, quality_path, gate_path, trained, evaluation,
+                          flow_run_id, run_name)

@@ -1,0 +1,92 @@
+"""Snapshot: the curated dataset, named by the digest of its content.
+
+Writes ``curated/snapshots/<digest[:16]>/`` with ``data/`` (the curated rows with their stable
+split), ``duplicates/`` (the dedup log that run used) and ``manifest.json``. The same curated
+content always gives the same digest, so an unchanged snapshot needs no retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+
+from finegate.config import Config, SplitConfig
+from finegate.lake import Lake, replace_dir, write_json
+from tasks.clean import SILVER_COLUMNS, SILVER_SCHEMA
+from tasks.dedup import DedupResult, duplicate_keys, silver_files
+from tasks.ingest import write_partition
+from tasks.split import assign_split
+
+CURATED_COLUMNS = [*SILVER_COLUMNS, "split"]
+CURATED_SCHEMA = SILVER_SCHEMA.append(pa.field("split", pa.string()))
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """A curated snapshot on disk."""
+
+    digest: str
+    path: str
+    data_path: str
+    duplicates_path: str
+    rows: int
+    drops: list[str]
+
+
+def row_digest(row_id: str, label: str, split: str, text: str, annotators: object) -> str:
+    """Digest of everything a curated row contributes to training."""
+    payload = json.dumps([row_id, label, split, text, annotators], default=list)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _curate_partition(silver_file: str, drop_out: str, dropped: set[tuple[str, str]],
+                      shares: SplitConfig) -> list[str]:
+    frame = pq.read_table(silver_file).to_pandas()
+    keep = [(d, i) not in dropped for d, i in zip(frame["drop"], frame["id"], strict=True)]
+    curated = frame.loc[keep, SILVER_COLUMNS].assign(split=lambda f: assign_split(f["id"], shares))
+    name = f"{curated['drop'].iloc[0] if len(curated) else 'empty'}-{Path(silver_file).stem}"
+    write_partition(curated, Path(drop_out), CURATED_SCHEMA, name)
+    return [row_digest(*row) for row in zip(curated["id"], curated["label"], curated["split"],
+                                            curated["text"], curated["annotator_labels"],
+                                            strict=True)]
+
+
+def build_curated_snapshot(lake: Lake, drops: list[str], dedup: DedupResult,
+                           shares: SplitConfig) -> SnapshotResult:
+    """Drop logged duplicates, assign the split, write and name the snapshot."""
+    import dask
+
+    dropped = duplicate_keys(dedup.duplicates_path)
+    staged = lake.staging()
+    (staged / "data").mkdir()
+    jobs = [dask.delayed(_curate_partition)(f, str(staged / "data"), dropped, shares)
+            for f in silver_files(lake, drops)]
+    digests = sorted(d for part in dask.compute(*jobs) for d in part)
+    digest = hashlib.sha256("\n".join(digests).encode()).hexdigest()
+    shutil.copytree(dedup.duplicates_path, staged / "duplicates")
+    write_json(staged / "manifest.json", {
+        "digest": digest, "rows": len(digests), "drops": drops,
+        "duplicates": dedup.duplicates, "created": datetime.now(UTC).isoformat(),
+    })
+    target = lake.snapshot(digest[:16])
+    replace_dir(staged, target)
+    return SnapshotResult(digest=digest, path=str(target), data_path=str(target / "data"),
+                          duplicates_path=str(target / "duplicates"), rows=len(digests),
+                          drops=drops)
+
+
+@task(name="snapshot")
+def build_snapshot(config: Config, drops: list[str], dedup: DedupResult) -> SnapshotResult:
+    """Prefect task: write the curated snapshot on the flow's Dask cluster."""
+    from prefect_dask import get_dask_client
+
+    with get_dask_client():
+        return build_curated_snapshot(Lake.at(config.lake_path), drops, dedup, config.split)
