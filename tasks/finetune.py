@@ -146,7 +146,8 @@ def train_classifier(data_path: str, labels: list[str], train: TrainConfig,
         train_loss=sum(tail) / len(tail), seconds=time.perf_counter() - started,
         params={"model_path": train.resolved_model_path(), "device": device,
                 "max_length": budget.max_length, "batch_size": budget.batch_size,
-                "learning_rate": budget.learning_rate, "steps": step, "epochs": train.epochs, "seed": train.seed},
+                "learning_rate": budget.learning_rate, "steps": step, "epochs": train.epochs,
+                "seed": train.seed},
     )
 
 
