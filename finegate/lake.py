@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BRONZE_COLUMNS = ["id", "text", "label", "annotator_labels", "source", "drop", "flags"]
+# (source, position) names the row of a landing file a record came from: unique per row read.
+BRONZE_COLUMNS = [
+    "id", "text", "label", "annotator_labels", "source", "position", "drop", "flags",
+]
 QUARANTINE_COLUMNS = ["id", "drop", "source", "position", "stage", "reason", "raw"]
 
 

@@ -96,7 +96,7 @@ def _quarantine_rows(bronze: pd.DataFrame, cleaned: pd.DataFrame) -> pd.DataFram
     rejected = cleaned["reason"].notna()
     raw = [json.dumps({"text": t, "label": lab}) for t, lab in
            zip(bronze.loc[rejected, "text"], bronze.loc[rejected, "label"], strict=True)]
-    return cleaned.loc[rejected].assign(stage="clean", position=-1, raw=raw)[QUARANTINE_COLUMNS]
+    return cleaned.loc[rejected].assign(stage="clean", raw=raw)[QUARANTINE_COLUMNS]
 
 
 def _clean_partition(bronze_file: str, silver: str, quarantine: str,

@@ -1,8 +1,9 @@
 """Exact dedup: keep one row per normalised-content hash and log every row it drops.
 
 Runs over the cleaned rows of all drops. Two rules, in order:
-1. an ``id`` seen in several drops keeps its newest version (later drop name wins);
-2. rows with the same ``text_hash`` keep the first by (drop, id); the rest are duplicates of it.
+1. rows with the same ``text_hash`` keep the first by (drop, id, source, position); the rest
+   are duplicates of it;
+2. an ``id`` left with different texts keeps its newest version (the later drop name wins).
 Only the small key columns are collected; the text stays in Parquet.
 """
 
@@ -19,9 +20,10 @@ from finegate.config import Config
 from finegate.lake import Lake, replace_dir
 from tasks.ingest import write_partition
 
-KEY_COLUMNS = ["id", "drop", "source", "label", "text_hash"]
+KEY_COLUMNS = ["id", "drop", "source", "position", "label", "text_hash"]
 DUPLICATE_COLUMNS = [*KEY_COLUMNS, "duplicate_of", "reason"]
-DUPLICATES_SCHEMA = pa.schema([(c, pa.string()) for c in DUPLICATE_COLUMNS])
+DUPLICATES_SCHEMA = pa.schema([(c, pa.int64() if c == "position" else pa.string())
+                               for c in DUPLICATE_COLUMNS])
 
 
 @dataclass(frozen=True)
@@ -35,22 +37,22 @@ class DedupResult:
 
 def exact_duplicates(keys: pd.DataFrame) -> pd.DataFrame:
     """Rows to drop from ``keys`` (``KEY_COLUMNS``), each with ``duplicate_of`` and ``reason``."""
-    ordered = keys.sort_values(["drop", "id", "text_hash"], kind="stable")
-    superseded = ordered.duplicated("id", keep="last")
-    newest = ordered.drop_duplicates("id", keep="last")
-    by_id = ordered.loc[superseded].assign(
-        duplicate_of=lambda d: d["id"],
-        reason=lambda d: [f"id {i} superseded by drop {newest.set_index('id').at[i, 'drop']}"
-                          for i in d["id"]],
-    )
-    current = ordered.loc[~superseded]
-    first_id = current.drop_duplicates("text_hash").set_index("text_hash")["id"]
-    repeated = current.duplicated("text_hash", keep="first")
-    by_content = current.loc[repeated].assign(
+    ordered = keys.sort_values(["drop", "id", "source", "position"], kind="stable")
+    repeated = ordered.duplicated("text_hash", keep="first")
+    first_id = ordered.drop_duplicates("text_hash").set_index("text_hash")["id"]
+    by_content = ordered.loc[repeated].assign(
         duplicate_of=lambda d: d["text_hash"].map(first_id),
         reason="exact duplicate (same normalised text)",
     )
-    return pd.concat([by_id, by_content])[DUPLICATE_COLUMNS].reset_index(drop=True)
+    distinct = ordered.loc[~repeated]
+    superseded = distinct.duplicated("id", keep="last")
+    newest_drop = distinct.drop_duplicates("id", keep="last").set_index("id")["drop"]
+    by_id = distinct.loc[superseded].assign(
+        duplicate_of=lambda d: d["id"],
+        reason=lambda d: [f"id reused with other text; the version in drop {newest_drop[i]} "
+                          "is kept" for i in d["id"]],
+    )
+    return pd.concat([by_content, by_id])[DUPLICATE_COLUMNS].reset_index(drop=True)
 
 
 def silver_files(lake: Lake, drops: list[str]) -> list[str]:
@@ -80,12 +82,12 @@ def dedup_drops(lake: Lake, drops: list[str]) -> DedupResult:
                        duplicates=len(duplicates))
 
 
-def duplicate_keys(duplicates_path: str | Path) -> set[tuple[str, str]]:
-    """The (drop, id) pairs a dedup log removes."""
+def duplicate_keys(duplicates_path: str | Path) -> set[tuple[str, int]]:
+    """The rows a dedup log removes, as (source, position) pairs."""
     import pyarrow.parquet as pq
 
-    log = pq.read_table(duplicates_path, columns=["drop", "id"]).to_pandas()
-    return set(zip(log["drop"], log["id"], strict=True))
+    log = pq.read_table(duplicates_path, columns=["source", "position"]).to_pandas()
+    return set(zip(log["source"], log["position"], strict=True))
 
 
 @task(name="exact-dedup")

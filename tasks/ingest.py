@@ -25,7 +25,7 @@ from finegate.lake import BRONZE_COLUMNS, QUARANTINE_COLUMNS, Lake, replace_dir
 
 SUPPORTED_SUFFIXES = {".jsonl", ".csv", ".parquet", ".txt"}
 # Columns of a parsed partition: bronze rows and quarantined rows share one frame until written.
-PARSED_COLUMNS = [*BRONZE_COLUMNS, "position", "reason", "raw"]
+PARSED_COLUMNS = [*BRONZE_COLUMNS, "reason", "raw"]
 
 BRONZE_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -33,6 +33,7 @@ BRONZE_SCHEMA = pa.schema([
     ("label", pa.string()),
     ("annotator_labels", pa.list_(pa.string())),
     ("source", pa.string()),
+    ("position", pa.int64()),
     ("drop", pa.string()),
     ("flags", pa.list_(pa.string())),
 ])
@@ -213,7 +214,8 @@ def plan_partitions(files: list[Path], txt_files_per_partition: int) -> list[lis
 def write_partition(frame: pd.DataFrame, path: Path, schema: pa.Schema, name: str) -> int:
     """Write one partition as a Parquet file; returns its row count."""
     path.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    table = (pa.Table.from_pandas(frame, schema=schema, preserve_index=False) if len(frame)
+             else schema.empty_table())
     pq.write_table(table, path / f"{name}.parquet")
     return len(frame)
 

@@ -47,12 +47,12 @@ def row_digest(row_id: str, label: str, split: str, text: str, annotators: objec
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _curate_partition(silver_file: str, drop_out: str, dropped: set[tuple[str, str]],
+def _curate_partition(silver_file: str, drop_out: str, dropped: set[tuple[str, int]],
                       shares: SplitConfig) -> list[str]:
     frame = pq.read_table(silver_file).to_pandas()
-    keep = [(d, i) not in dropped for d, i in zip(frame["drop"], frame["id"], strict=True)]
+    keep = [key not in dropped for key in zip(frame["source"], frame["position"], strict=True)]
     curated = frame.loc[keep, SILVER_COLUMNS].assign(split=lambda f: assign_split(f["id"], shares))
-    name = f"{curated['drop'].iloc[0] if len(curated) else 'empty'}-{Path(silver_file).stem}"
+    name = f"{Path(silver_file).parent.name}-{Path(silver_file).stem}"  # silver/<drop>/<part>
     write_partition(curated, Path(drop_out), CURATED_SCHEMA, name)
     return [row_digest(*row) for row in zip(curated["id"], curated["label"], curated["split"],
                                             curated["text"], curated["annotator_labels"],

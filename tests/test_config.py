@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from finegate.config import load_config
+
+
+def test_yaml_then_env_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "finegate.yaml"
+    path.write_text("lake_path: /data/lake\ntrain:\n  cpu_max_steps: 10\n")
+    config = load_config(path, env={
+        "FINEGATE_TRAIN__CPU_MAX_STEPS": "25",
+        "FINEGATE_LABELS": "[a, b]",
+        "FINEGATE_DASK__SCHEDULER_ADDRESS": "tcp://10.0.0.1:8786",
+        "OTHER": "ignored",
+    })
+    assert config.lake_path == "/data/lake"
+    assert config.train.cpu_max_steps == 25
+    assert config.labels == ["a", "b"]
+    assert config.dask.scheduler_address == "tcp://10.0.0.1:8786"
+
+
+def test_default_tracking_uri_is_sqlite_in_the_lake(tmp_path: Path) -> None:
+    config = load_config(env={"FINEGATE_LAKE_PATH": str(tmp_path)})
+    assert config.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_split_shares_must_add_up() -> None:
+    with pytest.raises(ValidationError, match="add up to 1"):
+        load_config(env={"FINEGATE_SPLIT__TEST": "0.5"})
+
+
+def test_missing_config_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml", env={})

@@ -1,0 +1,74 @@
+"""End to end: the real flow on Prefect's test harness, Dask, a file GX context and MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from finegate.config import Config, DaskConfig
+from flows.nightly import run_nightly
+from tasks.validate import QualityGateFailed
+from tests.conftest import PLANTED_QUARANTINE
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_nightly_flow_registers_a_model_with_lineage(small_config: Config) -> None:
+    from mlflow import MlflowClient
+
+    result = run_nightly(small_config)
+
+    assert result.accounting == {"rows_read": 129, "curated": 120, "quarantined": 7,
+                                 "duplicates": 2, "holds": True}
+    scorecard = json.loads(Path(result.scorecard_path).read_text())
+    assert scorecard["accounting"]["holds"] is True
+
+    quarantine = Path(small_config.lake_path) / "quarantine"
+    reasons = [r for f in quarantine.glob("*/*/*.parquet")
+               for r in pq.read_table(f).column("reason").to_pylist()]
+    for reason, count in PLANTED_QUARANTINE.items():
+        assert sum(r.startswith(reason) for r in reasons) == count, reason
+
+    client = MlflowClient(tracking_uri=small_config.tracking_uri(),
+                          registry_uri=small_config.tracking_uri())
+    registered = result.registered
+    assert registered.aliases == ["challenger", "champion"]
+    champion = client.get_model_version_by_alias(small_config.model_name, "champion")
+    assert str(champion.version) == registered.version and champion.run_id == registered.run_id
+    run = client.get_run(registered.run_id)
+    assert run.data.tags["finegate.snapshot_digest"] == result.snapshot.digest
+    assert run.data.tags["finegate.flow_run_id"]
+    [dataset] = run.inputs.dataset_inputs
+    assert dataset.dataset.digest == result.snapshot.digest[:32]
+    assert dataset.dataset.source and result.snapshot.data_path in dataset.dataset.source
+    assert "test_macro_f1" in run.data.metrics
+    artifacts = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "quality")}
+    assert {"scorecard.json", "gate.json", "evaluation.json"} <= artifacts
+
+
+def test_failing_gate_stops_before_training(small_config: Config, tmp_path: Path) -> None:
+    from distributed import LocalCluster
+    from mlflow import MlflowClient
+
+    # Two configured labels never occur: the dataset suite's labels_present check is critical.
+    config = small_config.model_copy(update={"labels": [*small_config.labels, "weather", "x"]})
+    with LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster:
+        config = config.model_copy(update={
+            "dask": DaskConfig(scheduler_address=cluster.scheduler_address)})
+        with pytest.raises(QualityGateFailed, match="labels_present"):
+            run_nightly(config)
+
+    [gate] = list((Path(config.lake_path) / "runs").glob("*/gate.json"))
+    assert json.loads(gate.read_text())["passed"] is False
+    assert not list((Path(config.lake_path) / "runs").glob("*/model"))
+    client = MlflowClient(tracking_uri=config.tracking_uri(), registry_uri=config.tracking_uri())
+    assert client.search_registered_models() == []

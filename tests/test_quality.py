@@ -1,0 +1,35 @@
+from pathlib import Path
+
+import pytest
+
+from finegate.lake import Lake
+from tasks.quality import AccountingError, build_scorecard, check_accounting, class_balance
+from tests.test_snapshot import curate
+
+
+def test_class_balance() -> None:
+    assert class_balance({"a": 5, "b": 5}, ["a", "b"]) == pytest.approx(1.0)
+    # all rows in one of five classes: 1 - (0.8^2 + 4 * 0.2^2) = 0.2
+    assert class_balance({"a": 10}, ["a", "b", "c", "d", "e"]) == pytest.approx(0.2)
+    assert class_balance({}, ["a", "b"]) == 0.0
+
+
+def test_scorecard_accounts_for_every_row(dirty_landing: Path, tmp_path: Path) -> None:
+    lake = Lake.at(tmp_path / "lake")
+    snapshot = curate(dirty_landing, lake)
+    card = build_scorecard(129, snapshot, lake, ["sports", "tech", "politics"])
+    assert card["accounting"] == {"rows_read": 129, "curated": 120, "quarantined": 7,
+                                  "duplicates": 2, "holds": True}
+    assert card["rows"] == 120
+    assert card["duplicate_ratio"] == pytest.approx(2 / 122)
+    assert card["empty_ratio"] == pytest.approx(2 / 129)
+    assert 0.9 < card["class_balance"] <= 1.0
+    assert card["length_words"]["min"] >= 10
+    check_accounting(card["accounting"])
+
+
+def test_lost_rows_fail_the_identity(dirty_landing: Path, tmp_path: Path) -> None:
+    lake = Lake.at(tmp_path / "lake")
+    card = build_scorecard(130, curate(dirty_landing, lake), lake, ["sports", "tech"])
+    with pytest.raises(AccountingError, match=r"rows read \(130\) != curated \(120\)"):
+        check_accounting(card["accounting"])

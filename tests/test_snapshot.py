@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from finegate.config import SplitConfig
+from finegate.lake import Lake
+from tasks.clean import clean_drop
+from tasks.dedup import dedup_drops
+from tasks.ingest import ingest_drop
+from tasks.snapshot import build_curated_snapshot
+from tests.conftest import LABELS
+
+
+def curate(landing: Path, lake: Lake):
+    drops = ["day1", "day2"]
+    for drop in drops:
+        ingest_drop(landing, drop, lake)
+        clean_drop(drop, lake, LABELS, {})
+    return build_curated_snapshot(lake, drops, dedup_drops(lake, drops), SplitConfig())
+
+
+def test_snapshot_drops_logged_duplicates(dirty_landing: Path, tmp_path: Path) -> None:
+    snapshot = curate(dirty_landing, Lake.at(tmp_path / "lake"))
+    data = pq.read_table(snapshot.data_path).to_pandas()
+    duplicates = pq.read_table(snapshot.duplicates_path).to_pandas()
+    assert len(duplicates) == 2
+    logged = set(zip(duplicates["source"], duplicates["position"], strict=False))
+    assert not logged & set(zip(data["source"], data["position"], strict=False))
+    assert data["id"].is_unique and data["text_hash"].is_unique
+    assert snapshot.rows == len(data) == 120
+    assert set(data["split"]) == {"train", "validation", "test"}
+
+
+def test_same_input_gives_same_digest(dirty_landing: Path, tmp_path: Path) -> None:
+    first = curate(dirty_landing, Lake.at(tmp_path / "a"))
+    second = curate(dirty_landing, Lake.at(tmp_path / "b"))
+    assert first.digest == second.digest
+    (dirty_landing / "day1" / "Tech" / "new.txt").write_text("A brand new chip for phones.")
+    third = curate(dirty_landing, Lake.at(tmp_path / "a"))
+    assert third.digest != first.digest
