@@ -65,6 +65,25 @@ class SplitConfig(BaseModel):
         return self
 
 
+class DedupConfig(BaseModel):
+    """Near-duplicate detection: MinHash LSH over word shingles (exact dedup always runs)."""
+
+    near: bool = True
+    threshold: float = Field(default=0.8, gt=0, le=1, description="estimated Jaccard")
+    shingle_size: int = Field(default=3, ge=1, description="words per shingle")
+    num_perm: int = Field(default=128, ge=16)
+
+
+class LabelsConfig(BaseModel):
+    """Label-noise detection (confident learning) and what to do with suspected wrong labels."""
+
+    noise_detection: bool = True
+    policy: str = Field(default="drop", pattern="^(drop|relabel|flag)$")
+    relabel_confidence: float = Field(default=0.8, gt=0, le=1,
+                                      description="relabel only when the model is this sure")
+    folds: int = Field(default=5, ge=2)
+
+
 class DaskConfig(BaseModel):
     """Where ingest and cleaning run: a scheduler address, or a LocalCluster when empty."""
 
@@ -91,6 +110,8 @@ class Config(BaseModel):
     model_name: str = "finegate-classifier"
     train: TrainConfig = Field(default_factory=TrainConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    label_quality: LabelsConfig = Field(default_factory=LabelsConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
 
     @field_validator("labels")

@@ -12,7 +12,8 @@ from typing import Any
 
 # (source, position) names the row of a landing file a record came from: unique per row read.
 BRONZE_COLUMNS = [
-    "id", "text", "label", "annotator_labels", "source", "position", "drop", "flags",
+    "id", "text", "label", "annotator_labels", "annotator_ids", "source", "position", "drop",
+    "flags",
 ]
 QUARANTINE_COLUMNS = ["id", "drop", "source", "position", "stage", "reason", "raw"]
 

@@ -25,6 +25,7 @@ from tasks.dedup import dedup
 from tasks.evaluate import EvaluationResult, evaluate
 from tasks.finetune import finetune
 from tasks.ingest import ingest, list_drops
+from tasks.labels import review as review_labels
 from tasks.quality import accounting, quality
 from tasks.register import RegisterResult, register
 from tasks.snapshot import SnapshotResult, build_snapshot
@@ -48,7 +49,7 @@ class NightlyResult:
 
 @flow(name="finegate-nightly", log_prints=True)
 def nightly(config: Config) -> NightlyResult:
-    """Ingest, clean, dedup, score, validate, split, fine-tune, evaluate and register."""
+    """Ingest, clean, dedup, review labels, score, gate, split, fine-tune, evaluate, register."""
     run_name = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{flow_run.get_name() or 'local'}"
     run_dir = str(Lake.at(config.lake_path).run(run_name))
     drops = list_drops(Path(config.landing_path))
@@ -59,9 +60,10 @@ def nightly(config: Config) -> NightlyResult:
     for drop in drops:
         clean(config, drop)
     duplicates = dedup(config, drops)
-    snapshot = build_snapshot(config, drops, duplicates)
+    reviewed = review_labels(config, drops, duplicates)
+    snapshot = build_snapshot(config, drops, duplicates, reviewed)
     rows_read = sum(result.rows_read for result in ingested)
-    scored = quality(config, rows_read, snapshot)
+    scored = quality(config, rows_read, snapshot, duplicates, reviewed)
     gate = validate(config, snapshot.data_path, scored.scorecard, run_dir)
     split(config, snapshot.data_path)
     trained = finetune(config, snapshot.data_path, run_dir)

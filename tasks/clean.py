@@ -1,7 +1,8 @@
 """Clean: normalise text and labels of one drop; reject what cannot be trained on.
 
 Text: HTML tags and entities removed, Unicode NFKC, whitespace collapsed. Labels: matched to the
-configured label set ignoring case, spaces, ``-``/``_``, and through ``label_aliases``. Rows with
+configured label set ignoring case, spaces, ``-``/``_``, and through ``label_aliases``; rows with
+annotator votes take the votes' consensus as their label. Rows with
 an unknown label or no text left after cleaning go to quarantine with the reason.
 """
 
@@ -12,6 +13,7 @@ import html
 import json
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,15 +75,41 @@ def text_hash(text: str) -> str:
     return hashlib.sha1(_WHITESPACE.sub(" ", text).strip().casefold().encode()).hexdigest()
 
 
+def consensus(votes: list[str]) -> str:
+    """The majority label of the votes; ties go to the alphabetically first label."""
+    counts = Counter(votes)
+    best = max(counts.values())
+    return min(label for label, n in counts.items() if n == best)
+
+
+def resolve_label(given: str | None, votes: list[str] | None,
+                  lookup: dict[str, str]) -> tuple[str | None, list[str] | None, list[str]]:
+    """Canonical label, canonical votes and flags of one row.
+
+    With annotator votes, the label is their consensus (over votes in the label set), flagged
+    ``label_from_consensus`` when it overrides a different given label.
+    """
+    label = None if given is None else lookup.get(label_key(given))
+    if votes is None:
+        return label, None, []
+    canonical = [lookup.get(label_key(v), v) for v in votes]
+    known = [v for v in canonical if v in lookup.values()]
+    if not known:
+        return label, canonical, []
+    agreed = consensus(known)
+    return agreed, canonical, ([] if agreed == label else ["label_from_consensus"])
+
+
 def clean_frame(frame: pd.DataFrame, lookup: dict[str, str]) -> pd.DataFrame:
     """Clean bronze rows; returns silver columns plus ``reason`` (set on rejected rows)."""
     out = frame.copy()
     out["text"] = [normalise_text(t) for t in out["text"]]
-    out["label"] = [lookup.get(label_key(label)) for label in frame["label"]]
-    out["annotator_labels"] = [
-        None if labels is None else [lookup.get(label_key(a), a) for a in labels]
-        for labels in frame["annotator_labels"]
-    ]
+    resolved = [resolve_label(label, None if votes is None else list(votes), lookup)
+                for label, votes in zip(frame["label"], frame["annotator_labels"], strict=True)]
+    out["label"] = [label for label, _, _ in resolved]
+    out["annotator_labels"] = [votes for _, votes, _ in resolved]
+    out["flags"] = [[*(f if f is not None else []), *extra]
+                    for f, (_, _, extra) in zip(frame["flags"], resolved, strict=True)]
     out["text_hash"] = [text_hash(t) for t in out["text"]]
     out["reason"] = None
     out.loc[out["label"].isna(), "reason"] = [

@@ -1,10 +1,13 @@
-"""Exact dedup: keep one row per normalised-content hash and log every row it drops.
+"""Dedup: exact, then near-duplicates; keep one row per cluster and log every row dropped.
 
-Runs over the cleaned rows of all drops. Two rules, in order:
-1. rows with the same ``text_hash`` keep the first by (drop, id, source, position); the rest
-   are duplicates of it;
-2. an ``id`` left with different texts keeps its newest version (the later drop name wins).
-Only the small key columns are collected; the text stays in Parquet.
+Runs over the cleaned rows of all drops, in keep order (drop, id, source, position):
+1. rows with the same ``text_hash`` (normalised text) keep the first; the rest are logged;
+2. an ``id`` left with different texts keeps its newest version (the later drop name wins);
+3. near-duplicates (MinHash LSH, estimated Jaccard ≥ threshold) keep the first of each cluster.
+Clusters whose members carry different labels are **conflicts**, a label-noise signal: they are
+written to ``dedup/conflicts/`` and the kept row is flagged ``conflicting_duplicate``.
+MinHash signatures are computed per partition on the Dask cluster; only keys and signatures
+come back to the driver, the text stays in Parquet.
 """
 
 from __future__ import annotations
@@ -12,36 +15,55 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import task
 
-from finegate.config import Config
+from finegate.config import Config, DedupConfig
 from finegate.lake import Lake, replace_dir
 from tasks.ingest import write_partition
+from tasks.near_dedup import minhash_signatures, near_duplicates
 
 KEY_COLUMNS = ["id", "drop", "source", "position", "label", "text_hash"]
-DUPLICATE_COLUMNS = [*KEY_COLUMNS, "duplicate_of", "reason"]
+KEEP_ORDER = ["drop", "id", "source", "position"]
+DUPLICATE_COLUMNS = [*KEY_COLUMNS, "duplicate_of", "cluster", "reason"]
 DUPLICATES_SCHEMA = pa.schema([(c, pa.int64() if c == "position" else pa.string())
                                for c in DUPLICATE_COLUMNS])
+CONFLICT_COLUMNS = ["source", "position", "id", "cluster", "labels"]
+CONFLICTS_SCHEMA = pa.schema([("source", pa.string()), ("position", pa.int64()),
+                              ("id", pa.string()), ("cluster", pa.string()),
+                              ("labels", pa.list_(pa.string()))])
 
 
 @dataclass(frozen=True)
 class DedupResult:
-    """Where the dedup log is, and how many rows it holds."""
+    """Where the dedup log and conflicts are, and their counts."""
 
     duplicates_path: str
+    conflicts_path: str
     rows_in: int
-    duplicates: int
+    exact_duplicates: int
+    near_duplicates: int
+    conflicts: int
+
+    @property
+    def duplicates(self) -> int:
+        """All rows the dedup log removes."""
+        return self.exact_duplicates + self.near_duplicates
 
 
 def exact_duplicates(keys: pd.DataFrame) -> pd.DataFrame:
-    """Rows to drop from ``keys`` (``KEY_COLUMNS``), each with ``duplicate_of`` and ``reason``."""
-    ordered = keys.sort_values(["drop", "id", "source", "position"], kind="stable")
+    """Rows to drop from ``keys`` by content hash or reused id, with ``duplicate_of``/``reason``."""
+    if keys.empty:
+        return pd.DataFrame(columns=DUPLICATE_COLUMNS)
+    ordered = keys.sort_values(KEEP_ORDER, kind="stable")
     repeated = ordered.duplicated("text_hash", keep="first")
     first_id = ordered.drop_duplicates("text_hash").set_index("text_hash")["id"]
     by_content = ordered.loc[repeated].assign(
         duplicate_of=lambda d: d["text_hash"].map(first_id),
+        cluster=lambda d: "exact-" + d["text_hash"].str[:16],
         reason="exact duplicate (same normalised text)",
     )
     distinct = ordered.loc[~repeated]
@@ -49,10 +71,25 @@ def exact_duplicates(keys: pd.DataFrame) -> pd.DataFrame:
     newest_drop = distinct.drop_duplicates("id", keep="last").set_index("id")["drop"]
     by_id = distinct.loc[superseded].assign(
         duplicate_of=lambda d: d["id"],
+        cluster=lambda d: "id-" + d["id"],
         reason=lambda d: [f"id reused with other text; the version in drop {newest_drop[i]} "
                           "is kept" for i in d["id"]],
     )
     return pd.concat([by_content, by_id])[DUPLICATE_COLUMNS].reset_index(drop=True)
+
+
+def conflicting_clusters(keys: pd.DataFrame, duplicates: pd.DataFrame) -> pd.DataFrame:
+    """Kept rows whose content cluster (exact or near) holds more than one label."""
+    content = duplicates.loc[[not str(c).startswith("id-") for c in duplicates["cluster"]]]
+    if content.empty:
+        return pd.DataFrame(columns=CONFLICT_COLUMNS)
+    labels = content.groupby("duplicate_of")["label"].agg(set)
+    kept = keys.loc[keys["id"].isin(labels.index)].drop_duplicates("id")
+    kept = kept.assign(labels=[sorted(labels[i] | {lab}) for i, lab in
+                               zip(kept["id"], kept["label"], strict=True)])
+    kept = kept.loc[kept["labels"].str.len() > 1]
+    cluster = content.drop_duplicates("duplicate_of").set_index("duplicate_of")["cluster"]
+    return kept.assign(cluster=kept["id"].map(cluster))[CONFLICT_COLUMNS]
 
 
 def silver_files(lake: Lake, drops: list[str]) -> list[str]:
@@ -60,40 +97,68 @@ def silver_files(lake: Lake, drops: list[str]) -> list[str]:
     return [str(f) for drop in drops for f in sorted(lake.silver(drop).glob("*.parquet"))]
 
 
-def read_keys(files: list[str]) -> pd.DataFrame:
-    """The key columns of the given silver files, read in parallel by Dask."""
-    import dask.dataframe as dd
+def _keys_and_signatures(silver_file: str, settings: DedupConfig,
+                         ) -> tuple[pd.DataFrame, np.ndarray | None]:
+    frame = pq.read_table(silver_file, columns=[*KEY_COLUMNS, "text"]).to_pandas()
+    signatures = (minhash_signatures(frame["text"].tolist(), settings.shingle_size,
+                                     settings.num_perm) if settings.near else None)
+    return frame[KEY_COLUMNS].astype(object), signatures
 
-    if not files:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in KEY_COLUMNS})
-    return dd.read_parquet(files, columns=KEY_COLUMNS).compute().astype(object)
+
+def find_duplicates(lake: Lake, drops: list[str], settings: DedupConfig,
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Keys of all rows, the duplicates to drop, and the conflicting clusters."""
+    import dask
+
+    parts = dask.compute(*[dask.delayed(_keys_and_signatures)(f, settings)
+                           for f in silver_files(lake, drops)])
+    if not parts:
+        empty = pd.DataFrame(columns=KEY_COLUMNS)
+        return empty, pd.DataFrame(columns=DUPLICATE_COLUMNS), pd.DataFrame(
+            columns=CONFLICT_COLUMNS)
+    keys = pd.concat([k for k, _ in parts], ignore_index=True)
+    exact = exact_duplicates(keys)
+    found = [exact]
+    if settings.near:
+        signatures = np.concatenate([s for _, s in parts])
+        dropped = set(zip(exact["source"], exact["position"], strict=True))
+        remaining = [key not in dropped for key in
+                     zip(keys["source"], keys["position"], strict=True)]
+        order = keys.loc[remaining].sort_values(KEEP_ORDER, kind="stable").index.to_numpy()
+        near = near_duplicates(keys.loc[order].reset_index(drop=True), signatures[order],
+                               settings.threshold)
+        found.append(near.assign(
+            reason=f"near duplicate (estimated Jaccard >= {settings.threshold})"))
+    duplicates = pd.concat(found)[DUPLICATE_COLUMNS].reset_index(drop=True)
+    return keys, duplicates, conflicting_clusters(keys, duplicates)
 
 
-def dedup_drops(lake: Lake, drops: list[str]) -> DedupResult:
-    """Find exact duplicates across the drops' silver rows; write the dedup log."""
-    keys = read_keys(silver_files(lake, drops))
-    duplicates = exact_duplicates(keys)
+def dedup_drops(lake: Lake, drops: list[str], settings: DedupConfig) -> DedupResult:
+    """Find exact and near duplicates across the drops; write the dedup log and conflicts."""
+    keys, duplicates, conflicts = find_duplicates(lake, drops, settings)
     staged = lake.staging()
-    write_partition(duplicates, staged / "duplicates", DUPLICATES_SCHEMA, "exact")
+    write_partition(duplicates, staged / "dedup" / "duplicates", DUPLICATES_SCHEMA, "log")
+    write_partition(conflicts, staged / "dedup" / "conflicts", CONFLICTS_SCHEMA, "log")
     target = lake.root / "dedup"
-    replace_dir(staged / "duplicates", target)
+    replace_dir(staged / "dedup", target)
     staged.rmdir()
-    return DedupResult(duplicates_path=str(target), rows_in=len(keys),
-                       duplicates=len(duplicates))
+    near = sum(str(c).startswith("near-") for c in duplicates["cluster"])
+    return DedupResult(duplicates_path=str(target / "duplicates"),
+                       conflicts_path=str(target / "conflicts"), rows_in=len(keys),
+                       exact_duplicates=len(duplicates) - near, near_duplicates=near,
+                       conflicts=len(conflicts))
 
 
-def duplicate_keys(duplicates_path: str | Path) -> set[tuple[str, int]]:
-    """The rows a dedup log removes, as (source, position) pairs."""
-    import pyarrow.parquet as pq
-
-    log = pq.read_table(duplicates_path, columns=["source", "position"]).to_pandas()
+def row_keys(path: str | Path) -> set[tuple[str, int]]:
+    """The (source, position) pairs of the rows listed in a Parquet log."""
+    log = pq.read_table(path, columns=["source", "position"]).to_pandas()
     return set(zip(log["source"], log["position"], strict=True))
 
 
-@task(name="exact-dedup")
+@task(name="dedup")
 def dedup(config: Config, drops: list[str]) -> DedupResult:
-    """Prefect task: exact dedup over the cleaned drops."""
+    """Prefect task: exact and near dedup over the cleaned drops."""
     from prefect_dask import get_dask_client
 
     with get_dask_client():
-        return dedup_drops(Lake.at(config.lake_path), drops)
+        return dedup_drops(Lake.at(config.lake_path), drops, config.dedup)

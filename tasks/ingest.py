@@ -32,6 +32,7 @@ BRONZE_SCHEMA = pa.schema([
     ("text", pa.string()),
     ("label", pa.string()),
     ("annotator_labels", pa.list_(pa.string())),
+    ("annotator_ids", pa.list_(pa.string())),
     ("source", pa.string()),
     ("position", pa.int64()),
     ("drop", pa.string()),
@@ -86,20 +87,25 @@ def stable_id(given: Any, source_key: str, position: int, text: str) -> str:
     return digest[:16]
 
 
-def _annotator_labels(value: Any) -> list[str] | None:
-    """Annotator labels given as a list, a JSON list, or ``a|b|c``."""
+def annotator_votes(value: Any) -> tuple[list[str] | None, list[str] | None]:
+    """Annotator labels and ids from ``{annotator: label}``, ``[label, ...]`` or ``a|b|c``.
+
+    JSON text (as in CSV cells) is parsed first. Ids are None when annotators are anonymous.
+    """
     if value is None or (isinstance(value, float) and pd.isna(value)) or value == "":
-        return None
+        return None, None
     if isinstance(value, str):
-        value = json.loads(value) if value.lstrip().startswith("[") else value.split("|")
-    return [str(v).strip() for v in value]
+        value = json.loads(value) if value.lstrip()[:1] in "[{" else value.split("|")
+    if isinstance(value, dict):
+        return [str(v).strip() for v in value.values()], [str(k) for k in value]
+    return [str(v).strip() for v in value], None
 
 
 def _row(record: Any, *, drop: str, source: str, source_key: str, position: int,
          raw: str, flags: list[str]) -> dict[str, Any]:
     """Turn one parsed record into a bronze row, or a quarantine row with its reason."""
     row = {"drop": drop, "source": source, "position": position, "raw": raw,
-           "flags": list(flags), "annotator_labels": None, "reason": None}
+           "flags": list(flags), "annotator_labels": None, "annotator_ids": None, "reason": None}
     if not isinstance(record, dict):
         return {**row, "id": None, "text": None, "label": None,
                 "reason": f"record is a {type(record).__name__}, expected an object"}
@@ -108,20 +114,24 @@ def _row(record: Any, *, drop: str, source: str, source_key: str, position: int,
     row["text"] = text if isinstance(text, str) else None
     row["label"] = None if label is None else str(label)
     try:
-        row["annotator_labels"] = _annotator_labels(record.get("annotator_labels"))
-    except (ValueError, TypeError) as err:
+        row["annotator_labels"], row["annotator_ids"] = annotator_votes(
+            record.get("annotator_labels"))
+    except (ValueError, TypeError, AttributeError) as err:
         row["reason"] = f"annotator_labels unreadable: {err}"
     if text is None or (isinstance(text, str) and not text.strip()):
         row["reason"] = "missing text"
     elif not isinstance(text, str):
         row["reason"] = f"text is a {type(text).__name__}, expected a string"
-    elif label is None or not str(label).strip():
+    elif (label is None or not str(label).strip()) and not row["annotator_labels"]:
         row["reason"] = "missing label"
+    if row["label"] is not None and not row["label"].strip():
+        row["label"] = None
     return row
 
 
 def _file_problem(reason: str, *, drop: str, source: str, raw: str) -> dict[str, Any]:
-    return {"id": None, "text": None, "label": None, "annotator_labels": None, "flags": [],
+    return {"id": None, "text": None, "label": None, "annotator_labels": None,
+            "annotator_ids": None, "flags": [],
             "drop": drop, "source": source, "position": 0, "raw": raw, "reason": reason}
 
 

@@ -1,13 +1,15 @@
 """Quality: the snapshot's scorecard and the accounting identity that proves nothing was lost.
 
-``scorecard.json`` (in the snapshot folder) holds rows, duplicate/empty/missing ratios, class
-balance ``1 - Σ_c (n_c/N - 1/C)^2`` over the configured labels, label counts, length statistics
-and the accounting of every row read: curated + quarantined + duplicates.
+``scorecard.json`` (in the snapshot folder) holds rows, label counts and coverage, class balance
+``1 - Σ_c (n_c/N - 1/C)^2`` over the configured labels, exact/near duplicate ratios, conflicts,
+noise ratio, annotation consistency, empty/missing ratios, length statistics, deltas against the
+previous snapshot, and the accounting of every row read: curated + quarantined + duplicates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,9 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from finegate.config import Config
-from finegate.lake import Lake, write_json
+from finegate.lake import Lake, read_json, write_json
+from tasks.dedup import DedupResult
+from tasks.labels import LabelsResult
 from tasks.snapshot import SnapshotResult
 
 EMPTY_REASONS = ("missing text", "empty text after cleaning")
@@ -88,34 +92,113 @@ def length_stats(lengths: pd.Series) -> dict[str, float]:
             "p95": float(q[0.95]), "max": float(lengths.max()), "mean": float(lengths.mean())}
 
 
-def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake,
-                    labels: list[str]) -> dict[str, Any]:
+def vocabulary_coverage(data: pd.DataFrame) -> float | None:
+    """Share of the test split's word tokens that occur in the train split's vocabulary."""
+    words = data.assign(tokens=data["text"].str.casefold().str.findall(r"\w+"))
+    train = {w for tokens in words.loc[words["split"] == "train", "tokens"] for w in tokens}
+    test = [w for tokens in words.loc[words["split"] == "test", "tokens"] for w in tokens]
+    return sum(w in train for w in test) / len(test) if test else None
+
+
+def label_distribution(counts: dict[str, int]) -> dict[str, float]:
+    """Share of rows per label."""
+    total = sum(counts.values()) or 1
+    return {label: n / total for label, n in counts.items()}
+
+
+def scorecard_deltas(current: dict[str, Any], previous: dict[str, Any] | None,
+                     ) -> dict[str, Any]:
+    """Changes against the previous snapshot's scorecard: scalar metrics and label shift."""
+    if previous is None:
+        return {"previous_snapshot": None}
+    scalars = {k: v - previous[k] for k, v in current.items()
+               if isinstance(v, int | float) and not isinstance(v, bool)
+               and isinstance(previous.get(k), int | float)}
+    now = label_distribution(current["label_counts"])
+    before = label_distribution(previous.get("label_counts", {}))
+    shift = 0.5 * sum(abs(now.get(c, 0) - before.get(c, 0)) for c in now.keys() | before.keys())
+    return {"previous_snapshot": previous.get("snapshot"), **scalars,
+            "label_distribution_shift": shift,
+            "median_words": current["length_words"]["median"]
+            - previous.get("length_words", {}).get("median", 0)}
+
+
+def previous_scorecard(lake: Lake, digest: str) -> dict[str, Any] | None:
+    """The scorecard of the latest earlier snapshot with a different digest, if any."""
+    history = lake.root / "curated" / "history.json"
+    entries = read_json(history) if history.is_file() else []
+    for entry in reversed(entries):
+        if entry["snapshot"] != digest and Path(entry["scorecard"]).is_file():
+            return read_json(Path(entry["scorecard"]))
+    return None
+
+
+def record_history(lake: Lake, digest: str, scorecard_path: Path) -> None:
+    """Append a snapshot to the lake's snapshot history (unless it is already the latest)."""
+    history = lake.root / "curated" / "history.json"
+    entries = read_json(history) if history.is_file() else []
+    if not entries or entries[-1]["snapshot"] != digest:
+        entries.append({"snapshot": digest, "scorecard": str(scorecard_path),
+                        "recorded": datetime.now(UTC).isoformat()})
+        write_json(history, entries)
+
+
+def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels: list[str],
+                    dedup: DedupResult, review: LabelsResult) -> dict[str, Any]:
     """All quality metrics of a snapshot, plus the accounting of every row read."""
-    data = pq.read_table(snapshot.data_path, columns=["text", "label"]).to_pandas()
+    data = pq.read_table(snapshot.data_path, columns=["text", "label", "split"]).to_pandas()
     counts = {c: int((data["label"] == c).sum()) for c in labels}
     accounting = account_rows(rows_read, snapshot, lake)
     reasons = quarantine_reasons(lake, snapshot.drops)
-    read = max(rows_read, 1)
-    return {
+    read, deduped = max(rows_read, 1), max(dedup.rows_in, 1)
+    card = {
         "snapshot": snapshot.digest,
         "rows": len(data),
         "label_counts": counts,
         "labels_present": sum(1 for n in counts.values() if n > 0),
         "class_balance": class_balance(counts, labels),
-        "duplicate_ratio": accounting["duplicates"] / max(len(data) + accounting["duplicates"], 1),
+        "coverage": {"labels": sum(1 for n in counts.values() if n > 0) / len(labels),
+                     "vocabulary": vocabulary_coverage(data)},
+        "duplicate_ratio": dedup.duplicates / deduped,
+        "exact_duplicate_ratio": dedup.exact_duplicates / deduped,
+        "near_duplicate_ratio": dedup.near_duplicates / deduped,
+        "conflicts": dedup.conflicts,
+        "noise_ratio": review.issues / max(review.rows, 1),
+        "label_actions": review.actions,
+        "noise_detection": review.noise_detection,
+        "annotation": review.annotation,
+        "annotation_consistency": review.annotation.get("unanimous_share", 1.0),
         "empty_ratio": float(reasons.isin(EMPTY_REASONS).sum()) / read,
+        "missing_label_ratio": float(reasons.eq("missing label").sum()) / read,
         "quarantine_ratio": accounting["quarantined"] / read,
         "length_chars": length_stats(data["text"].str.len()),
         "length_words": length_stats(data["text"].str.split().str.len()),
         "accounting": accounting,
     }
+    card["deltas"] = scorecard_deltas(card, previous_scorecard(lake, snapshot.digest))
+    return card
+
+
+def scorecard_table(card: dict[str, Any]) -> list[dict[str, Any]]:
+    """The scorecard's headline metrics as rows for a Prefect table artifact."""
+    deltas = card["deltas"]
+    return [{"metric": k, "value": round(v, 4) if isinstance(v, float) else v,
+             "change": round(deltas[k], 4) if isinstance(deltas.get(k), float) else deltas.get(k)}
+            for k, v in card.items() if isinstance(v, int | float) and not isinstance(v, bool)]
 
 
 @task(name="quality-scorecard")
-def quality(config: Config, rows_read: int, snapshot: SnapshotResult) -> QualityResult:
+def quality(config: Config, rows_read: int, snapshot: SnapshotResult, dedup: DedupResult,
+            review: LabelsResult) -> QualityResult:
     """Prefect task: write the scorecard; fail if the accounting identity does not hold."""
-    scorecard = build_scorecard(rows_read, snapshot, Lake.at(config.lake_path), config.labels)
+    from prefect.artifacts import create_table_artifact
+
+    lake = Lake.at(config.lake_path)
+    scorecard = build_scorecard(rows_read, snapshot, lake, config.labels, dedup, review)
     path = write_json(Path(snapshot.path) / "scorecard.json", scorecard)
+    record_history(lake, snapshot.digest, path)
+    create_table_artifact(key="finegate-scorecard", table=scorecard_table(scorecard),
+                          description=f"Quality scorecard of snapshot {snapshot.digest[:16]}")
     check_accounting(scorecard["accounting"])
     return QualityResult(scorecard_path=str(path), scorecard=scorecard)
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from finegate.config import PROJECT_ROOT, Config
-from finegate.lake import Lake
+from finegate.lake import Lake, read_json
 from tasks.evaluate import EvaluationResult
 from tasks.finetune import FinetuneResult
 from tasks.snapshot import SnapshotResult
@@ -107,6 +107,9 @@ def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, 
                             "test_macro_f1": evaluation.macro_f1,
                             "train_loss": trained.train_loss, "train_seconds": trained.seconds,
                             "train_rows": trained.train_rows, "test_rows": evaluation.test_rows})
+        scorecard = read_json(Path(quality_path))
+        mlflow.log_metrics({f"quality.{k}": float(v) for k, v in scorecard.items()
+                            if isinstance(v, int | float) and not isinstance(v, bool)})
         mlflow.set_tags({
             "finegate.snapshot_digest": snapshot.digest, "finegate.snapshot_path": snapshot.path,
             "finegate.drops": ",".join(snapshot.drops), "finegate.landing": config.landing_path,

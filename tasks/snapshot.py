@@ -1,7 +1,8 @@
 """Snapshot: the curated dataset, named by the digest of its content.
 
 Writes ``curated/snapshots/<digest[:16]>/`` with ``data/`` (the curated rows with their stable
-split), ``duplicates/`` (the dedup log that run used) and ``manifest.json``. The same curated
+split, relabels and flags of the label review applied), ``duplicates/`` (the dedup log that run
+used) and ``manifest.json``. The same curated
 content always gives the same digest, so an unchanged snapshot needs no retraining.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
@@ -21,8 +23,9 @@ from prefect import task
 from finegate.config import Config, SplitConfig
 from finegate.lake import Lake, replace_dir, write_json
 from tasks.clean import SILVER_COLUMNS, SILVER_SCHEMA
-from tasks.dedup import DedupResult, duplicate_keys, silver_files
+from tasks.dedup import DedupResult, row_keys, silver_files
 from tasks.ingest import write_partition
+from tasks.labels import LabelsResult
 from tasks.split import assign_split
 
 CURATED_COLUMNS = [*SILVER_COLUMNS, "split"]
@@ -47,11 +50,49 @@ def row_digest(row_id: str, label: str, split: str, text: str, annotators: objec
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _curate_partition(silver_file: str, drop_out: str, dropped: set[tuple[str, int]],
+def row_changes(labels: LabelsResult, dedup: DedupResult) -> dict[tuple[str, int], tuple[str, str]]:
+    """(source, position) -> (action, new label) for rows the label review did not just keep.
+
+    Kept rows of conflicting duplicate clusters are flagged too.
+    """
+    decisions = pq.read_table(labels.decisions_path, columns=[
+        "source", "position", "action", "suggested_label"]).to_pandas()
+    changed = decisions.loc[decisions["action"] != "keep"]
+    changes = {(s, p): (a, lab) for s, p, a, lab in zip(
+        changed["source"], changed["position"], changed["action"], changed["suggested_label"],
+        strict=True)}
+    for key in row_keys(dedup.conflicts_path):
+        changes.setdefault(key, ("conflict", ""))
+    return changes
+
+
+def apply_changes(frame: pd.DataFrame, changes: dict[tuple[str, int], tuple[str, str]],
+                  ) -> pd.DataFrame:
+    """Relabel and flag rows as the label review decided; ``drop`` rows are already excluded."""
+    labels, flags = [], []
+    for key, label, row_flags in zip(zip(frame["source"], frame["position"], strict=True),
+                                     frame["label"], frame["flags"], strict=True):
+        action, suggested = changes.get(key, ("keep", ""))
+        row_flags = list(row_flags) if row_flags is not None else []
+        if action == "relabel":
+            row_flags.append(f"relabelled_from:{label}")
+            label = suggested
+        elif action == "flag":
+            row_flags.append("label_issue")
+        elif action == "conflict":
+            row_flags.append("conflicting_duplicate")
+        labels.append(label)
+        flags.append(row_flags)
+    return frame.assign(label=labels, flags=flags)
+
+
+def _curate_partition(silver_file: str, drop_out: str, excluded: set[tuple[str, int]],
+                      changes: dict[tuple[str, int], tuple[str, str]],
                       shares: SplitConfig) -> list[str]:
     frame = pq.read_table(silver_file).to_pandas()
-    keep = [key not in dropped for key in zip(frame["source"], frame["position"], strict=True)]
-    curated = frame.loc[keep, SILVER_COLUMNS].assign(split=lambda f: assign_split(f["id"], shares))
+    keep = [key not in excluded for key in zip(frame["source"], frame["position"], strict=True)]
+    curated = apply_changes(frame.loc[keep, SILVER_COLUMNS], changes).assign(
+        split=lambda f: assign_split(f["id"], shares))
     name = f"{Path(silver_file).parent.name}-{Path(silver_file).stem}"  # silver/<drop>/<part>
     write_partition(curated, Path(drop_out), CURATED_SCHEMA, name)
     return [row_digest(*row) for row in zip(curated["id"], curated["label"], curated["split"],
@@ -60,16 +101,21 @@ def _curate_partition(silver_file: str, drop_out: str, dropped: set[tuple[str, i
 
 
 def build_curated_snapshot(lake: Lake, drops: list[str], dedup: DedupResult,
-                           shares: SplitConfig) -> SnapshotResult:
-    """Drop logged duplicates, assign the split, write and name the snapshot."""
+                           labels: LabelsResult, shares: SplitConfig) -> SnapshotResult:
+    """Drop logged duplicates and label-dropped rows, apply relabels, assign the split, write."""
     import dask
 
-    dropped = duplicate_keys(dedup.duplicates_path)
+    excluded = row_keys(dedup.duplicates_path) | {
+        key for drop in drops for key in row_keys(lake.quarantine(drop, "labels"))}
+    changes = row_changes(labels, dedup)
     staged = lake.staging()
     (staged / "data").mkdir()
-    jobs = [dask.delayed(_curate_partition)(f, str(staged / "data"), dropped, shares)
+    jobs = [dask.delayed(_curate_partition)(f, str(staged / "data"), excluded, changes, shares)
             for f in silver_files(lake, drops)]
     digests = sorted(d for part in dask.compute(*jobs) for d in part)
+    if not jobs:
+        write_partition(pd.DataFrame(columns=CURATED_COLUMNS), staged / "data", CURATED_SCHEMA,
+                        "empty")
     digest = hashlib.sha256("\n".join(digests).encode()).hexdigest()
     shutil.copytree(dedup.duplicates_path, staged / "duplicates")
     write_json(staged / "manifest.json", {
@@ -84,9 +130,11 @@ def build_curated_snapshot(lake: Lake, drops: list[str], dedup: DedupResult,
 
 
 @task(name="snapshot")
-def build_snapshot(config: Config, drops: list[str], dedup: DedupResult) -> SnapshotResult:
+def build_snapshot(config: Config, drops: list[str], dedup: DedupResult,
+                   labels: LabelsResult) -> SnapshotResult:
     """Prefect task: write the curated snapshot on the flow's Dask cluster."""
     from prefect_dask import get_dask_client
 
     with get_dask_client():
-        return build_curated_snapshot(Lake.at(config.lake_path), drops, dedup, config.split)
+        return build_curated_snapshot(Lake.at(config.lake_path), drops, dedup, labels,
+                                      config.split)

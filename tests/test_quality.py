@@ -16,12 +16,14 @@ def test_class_balance() -> None:
 
 def test_scorecard_accounts_for_every_row(dirty_landing: Path, tmp_path: Path) -> None:
     lake = Lake.at(tmp_path / "lake")
-    snapshot = curate(dirty_landing, lake)
-    card = build_scorecard(129, snapshot, lake, ["sports", "tech", "politics"])
+    snapshot, dedup, review = curate(dirty_landing, lake)
+    card = build_scorecard(129, snapshot, lake, ["sports", "tech", "politics"], dedup, review)
     assert card["accounting"] == {"rows_read": 129, "curated": 120, "quarantined": 7,
                                   "duplicates": 2, "holds": True}
     assert card["rows"] == 120
     assert card["duplicate_ratio"] == pytest.approx(2 / 122)
+    assert card["exact_duplicate_ratio"] == pytest.approx(2 / 122)
+    assert card["deltas"] == {"previous_snapshot": None}
     assert card["empty_ratio"] == pytest.approx(2 / 129)
     assert 0.9 < card["class_balance"] <= 1.0
     assert card["length_words"]["min"] >= 10
@@ -30,6 +32,7 @@ def test_scorecard_accounts_for_every_row(dirty_landing: Path, tmp_path: Path) -
 
 def test_lost_rows_fail_the_identity(dirty_landing: Path, tmp_path: Path) -> None:
     lake = Lake.at(tmp_path / "lake")
-    card = build_scorecard(130, curate(dirty_landing, lake), lake, ["sports", "tech"])
+    card = build_scorecard(130, *curate(dirty_landing, lake)[:1], lake, ["sports", "tech"],
+                           *curate(dirty_landing, lake)[1:])
     with pytest.raises(AccountingError, match=r"rows read \(130\) != curated \(120\)"):
         check_accounting(card["accounting"])

@@ -2,25 +2,29 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from finegate.config import SplitConfig
+from finegate.config import DedupConfig, LabelsConfig, SplitConfig
 from finegate.lake import Lake
 from tasks.clean import clean_drop
 from tasks.dedup import dedup_drops
 from tasks.ingest import ingest_drop
+from tasks.labels import review_labels
 from tasks.snapshot import build_curated_snapshot
 from tests.conftest import LABELS
 
 
-def curate(landing: Path, lake: Lake):
+def curate(landing: Path, lake: Lake, noise: bool = False):
+    """Ingest, clean, dedup and review the dirty landing zone into a snapshot."""
     drops = ["day1", "day2"]
     for drop in drops:
         ingest_drop(landing, drop, lake)
         clean_drop(drop, lake, LABELS, {})
-    return build_curated_snapshot(lake, drops, dedup_drops(lake, drops), SplitConfig())
+    dedup = dedup_drops(lake, drops, DedupConfig())
+    review = review_labels(lake, drops, dedup, LABELS, LabelsConfig(noise_detection=noise))
+    return build_curated_snapshot(lake, drops, dedup, review, SplitConfig()), dedup, review
 
 
 def test_snapshot_drops_logged_duplicates(dirty_landing: Path, tmp_path: Path) -> None:
-    snapshot = curate(dirty_landing, Lake.at(tmp_path / "lake"))
+    snapshot, _, _ = curate(dirty_landing, Lake.at(tmp_path / "lake"))
     data = pq.read_table(snapshot.data_path).to_pandas()
     duplicates = pq.read_table(snapshot.duplicates_path).to_pandas()
     assert len(duplicates) == 2
@@ -32,9 +36,9 @@ def test_snapshot_drops_logged_duplicates(dirty_landing: Path, tmp_path: Path) -
 
 
 def test_same_input_gives_same_digest(dirty_landing: Path, tmp_path: Path) -> None:
-    first = curate(dirty_landing, Lake.at(tmp_path / "a"))
-    second = curate(dirty_landing, Lake.at(tmp_path / "b"))
+    first, _, _ = curate(dirty_landing, Lake.at(tmp_path / "a"))
+    second, _, _ = curate(dirty_landing, Lake.at(tmp_path / "b"))
     assert first.digest == second.digest
     (dirty_landing / "day1" / "Tech" / "new.txt").write_text("A brand new chip for phones.")
-    third = curate(dirty_landing, Lake.at(tmp_path / "a"))
+    third, _, _ = curate(dirty_landing, Lake.at(tmp_path / "a"))
     assert third.digest != first.digest
