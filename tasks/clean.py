@@ -97,7 +97,8 @@ def resolve_label(given: str | None, votes: list[str] | None,
     if not known:
         return label, canonical, []
     agreed = consensus(known)
-    return agreed, canonical, ([] if agreed == label else ["label_from_consensus"])
+    overridden = label is not None and agreed != label
+    return agreed, canonical, (["label_from_consensus"] if overridden else [])
 
 
 def clean_frame(frame: pd.DataFrame, lookup: dict[str, str]) -> pd.DataFrame:

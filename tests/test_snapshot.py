@@ -24,7 +24,7 @@ def curate(landing: Path, lake: Lake, noise: bool = False):
 
 
 def test_snapshot_drops_logged_duplicates(dirty_landing: Path, tmp_path: Path) -> None:
-    snapshot, _, _ = curate(dirty_landing, Lake.at(tmp_path / "lake"))
+    snapshot, dedup, _ = curate(dirty_landing, Lake.at(tmp_path / "lake"))
     data = pq.read_table(snapshot.data_path).to_pandas()
     duplicates = pq.read_table(snapshot.duplicates_path).to_pandas()
     assert len(duplicates) == 2
@@ -33,6 +33,10 @@ def test_snapshot_drops_logged_duplicates(dirty_landing: Path, tmp_path: Path) -
     assert data["id"].is_unique and data["text_hash"].is_unique
     assert snapshot.rows == len(data) == 120
     assert set(data["split"]) == {"train", "validation", "test"}
+    # c-3 (sports) repeats j-4's text (tech): a conflicting duplicate, flagged on the kept row
+    assert dedup.conflicts == 1
+    flagged = data.loc[data["flags"].map(lambda f: "conflicting_duplicate" in f), "id"]
+    assert flagged.tolist() == ["c-3"]
 
 
 def test_same_input_gives_same_digest(dirty_landing: Path, tmp_path: Path) -> None:
