@@ -69,8 +69,10 @@ class DedupConfig(BaseModel):
     """Near-duplicate detection: MinHash LSH over word shingles (exact dedup always runs)."""
 
     near: bool = True
-    threshold: float = Field(default=0.8, gt=0, le=1, description="estimated Jaccard")
-    shingle_size: int = Field(default=3, ge=1, description="words per shingle")
+    # Defaults chosen by benchmarks/quality_engine.py (BENCHMARKS.md): word bigrams at an
+    # estimated Jaccard of 0.5 find 99% of perturbed copies with no false positive on BBC News.
+    threshold: float = Field(default=0.5, gt=0, le=1, description="estimated Jaccard")
+    shingle_size: int = Field(default=2, ge=1, description="words per shingle")
     num_perm: int = Field(default=128, ge=16)
 
 
@@ -78,6 +80,7 @@ class LabelsConfig(BaseModel):
     """Label-noise detection (confident learning) and what to do with suspected wrong labels."""
 
     noise_detection: bool = True
+    # "drop" measured best on average and in the worst case over 10/20/40% noise (BENCHMARKS.md)
     policy: str = Field(default="drop", pattern="^(drop|relabel|flag)$")
     relabel_confidence: float = Field(default=0.8, gt=0, le=1,
                                       description="relabel only when the model is this sure")

@@ -1,9 +1,17 @@
+import random
 from pathlib import Path
 
 import pytest
 
-from finegate.lake import Lake
-from tasks.quality import AccountingError, build_scorecard, check_accounting, class_balance
+from finegate.lake import Lake, write_json
+from tasks.quality import (
+    AccountingError,
+    build_scorecard,
+    check_accounting,
+    class_balance,
+    record_history,
+)
+from tests.conftest import topic_text
 from tests.test_snapshot import curate
 
 
@@ -36,3 +44,30 @@ def test_lost_rows_fail_the_identity(dirty_landing: Path, tmp_path: Path) -> Non
                            *curate(dirty_landing, lake)[1:])
     with pytest.raises(AccountingError, match=r"rows read \(130\) != curated \(120\)"):
         check_accounting(card["accounting"])
+
+
+def test_second_snapshot_reports_deltas(dirty_landing: Path, tmp_path: Path) -> None:
+    lake = Lake.at(tmp_path / "lake")
+    labels = ["sports", "tech", "politics"]
+    first = build_scorecard(129, *curate(dirty_landing, lake)[:1], lake, labels,
+                            *curate(dirty_landing, lake)[1:])
+    record_history(lake, first["snapshot"], write_json(tmp_path / "first.json", first))
+    rng = random.Random(99)
+    for i in range(6):  # six new, distinct tech articles
+        (dirty_landing / "day1" / "Tech" / f"extra-{i}.txt").write_text(topic_text("tech", rng))
+    second = build_scorecard(135, *curate(dirty_landing, lake)[:1], lake, labels,
+                             *curate(dirty_landing, lake)[1:])
+    assert second["deltas"]["previous_snapshot"] == first["snapshot"]
+    assert second["deltas"]["rows"] == 6
+    assert second["deltas"]["label_distribution_shift"] > 0
+
+
+def test_empty_landing_gives_an_empty_snapshot_that_adds_up(tmp_path: Path) -> None:
+    for drop in ("day1", "day2"):
+        (tmp_path / "landing" / drop).mkdir(parents=True)
+    lake = Lake.at(tmp_path / "lake")
+    snapshot, dedup, review = curate(tmp_path / "landing", lake, noise=True)
+    card = build_scorecard(0, snapshot, lake, ["sports", "tech"], dedup, review)
+    assert card["rows"] == 0 and card["accounting"]["holds"]
+    assert card["class_balance"] == 0.0
+    assert "skipped" in card["noise_detection"]
