@@ -64,7 +64,7 @@ def nightly(config: Config) -> NightlyResult:
     snapshot = build_snapshot(config, drops, duplicates, reviewed)
     rows_read = sum(result.rows_read for result in ingested)
     scored = quality(config, rows_read, snapshot, duplicates, reviewed)
-    gate = validate(config, snapshot.data_path, scored.scorecard, run_dir)
+    gate = validate(config, snapshot.data_path, scored.scorecard, run_dir, run_name)
     split(config, snapshot.data_path)
     trained = finetune(config, snapshot.data_path, run_dir)
     evaluation = evaluate(config, trained.model_dir, snapshot.data_path, run_dir)

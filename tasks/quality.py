@@ -20,6 +20,7 @@ from prefect import task
 from finegate.config import Config
 from finegate.lake import Lake, read_json, write_json
 from tasks.dedup import DedupResult
+from tasks.drift import drift_metrics
 from tasks.labels import LabelsResult
 from tasks.snapshot import SnapshotResult
 
@@ -123,13 +124,13 @@ def scorecard_deltas(current: dict[str, Any], previous: dict[str, Any] | None,
             - previous.get("length_words", {}).get("median", 0)}
 
 
-def previous_scorecard(lake: Lake, digest: str) -> dict[str, Any] | None:
-    """The scorecard of the latest earlier snapshot with a different digest, if any."""
+def previous_snapshot(lake: Lake, digest: str) -> Path | None:
+    """Folder of the latest earlier snapshot with a different digest, if any."""
     history = lake.root / "curated" / "history.json"
     entries = read_json(history) if history.is_file() else []
     for entry in reversed(entries):
         if entry["snapshot"] != digest and Path(entry["scorecard"]).is_file():
-            return read_json(Path(entry["scorecard"]))
+            return Path(entry["scorecard"]).parent
     return None
 
 
@@ -146,7 +147,11 @@ def record_history(lake: Lake, digest: str, scorecard_path: Path) -> None:
 def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels: list[str],
                     dedup: DedupResult, review: LabelsResult) -> dict[str, Any]:
     """All quality metrics of a snapshot, plus the accounting of every row read."""
-    data = pq.read_table(snapshot.data_path, columns=["text", "label", "split"]).to_pandas()
+    columns = ["id", "text", "label", "split", "drop"]
+    data = pq.read_table(snapshot.data_path, columns=columns).to_pandas()
+    previous = previous_snapshot(lake, snapshot.digest)
+    previous_data = (pq.read_table(previous / "data", columns=columns).to_pandas()
+                     if previous else None)
     counts = {c: int((data["label"] == c).sum()) for c in labels}
     accounting = account_rows(rows_read, snapshot, lake)
     reasons = quarantine_reasons(lake, snapshot.drops)
@@ -157,6 +162,9 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
         "label_counts": counts,
         "labels_present": sum(1 for n in counts.values() if n > 0),
         "class_balance": class_balance(counts, labels),
+        "max_class_share": max(counts.values()) / len(data) if len(data) else 0.0,
+        "min_class_rows": min(counts.values()),
+        "duplicate_ids": int(data["id"].duplicated().sum()),
         "coverage": {"labels": sum(1 for n in counts.values() if n > 0) / len(labels),
                      "vocabulary": vocabulary_coverage(data)},
         "duplicate_ratio": dedup.duplicates / deduped,
@@ -175,7 +183,9 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
         "length_words": length_stats(data["text"].str.split().str.len()),
         "accounting": accounting,
     }
-    card["deltas"] = scorecard_deltas(card, previous_scorecard(lake, snapshot.digest))
+    card["deltas"] = scorecard_deltas(
+        card, read_json(previous / "scorecard.json") if previous else None)
+    card["drift"] = drift_metrics(data, previous_data)
     return card
 
 

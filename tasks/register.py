@@ -119,6 +119,9 @@ def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, 
         for path in (quality_path, gate_path, evaluation.report_path,
                      str(Path(snapshot.path) / "manifest.json")):
             mlflow.log_artifact(path, artifact_path="quality")
+        data_docs = Path(gate_path).parent / "data_docs"
+        if data_docs.is_dir():
+            mlflow.log_artifacts(str(data_docs), artifact_path="data_docs")
         info = mlflow.transformers.log_model(
             transformers_model={
                 "model": AutoModelForSequenceClassification.from_pretrained(trained.model_dir),

@@ -1,26 +1,33 @@
 """Validate: the Great Expectations gate between the curated snapshot and training.
 
-Runs the suites in ``expectations/`` (JSON, user-editable): ``curated_rows`` on the snapshot's
-rows, ``curated_dataset`` on its one-row scorecard. An expectation whose ``meta.severity`` is
-``critical`` stops the flow with :class:`QualityGateFailed`; ``warning`` ones are reported.
-Results are stored in a file GX context inside the lake, which also builds the Data Docs.
+Three suites from ``expectations/`` (JSON, user-editable):
+- ``curated_rows`` runs on every Parquet partition of the snapshot in parallel on the Dask
+  cluster (GX 1.x has no Dask engine, so each partition is a pandas frame); the per-partition
+  results are combined into one result with the true totals and unexpected counts;
+- ``curated_dataset`` runs on the scorecard (aggregates over all partitions);
+- ``curated_drift`` runs on the drift metrics against the previous snapshot.
+An expectation whose ``meta.severity`` is ``critical`` stops the flow with
+:class:`QualityGateFailed`; ``warning`` ones are reported. Results are stored in a file GX context
+inside the lake, whose Data Docs are copied into the run folder.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 from prefect import task
 
 from finegate.config import Config
 from finegate.lake import Lake, write_json
 
-ROW_SUITE, DATASET_SUITE = "curated_rows", "curated_dataset"
+ROW_SUITE, DATASET_SUITE, DRIFT_SUITE = "curated_rows", "curated_dataset", "curated_drift"
+ROW_COLUMNS = ["id", "text", "label", "split"]
+SUMMED = ("element_count", "unexpected_count", "missing_count")
 
 
 class QualityGateFailed(RuntimeError):
@@ -36,6 +43,7 @@ class GateResult:
     data_docs: str
     failures: list[str]
     warnings: list[str]
+    skipped: list[str]
 
 
 def load_suite_json(expectations_path: str | Path, name: str) -> dict[str, Any]:
@@ -47,68 +55,156 @@ def load_suite_json(expectations_path: str | Path, name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def scorecard_frame(scorecard: dict[str, Any]) -> pd.DataFrame:
-    """The scorecard's scalar metrics as one row, for dataset-level expectations."""
-    return pd.DataFrame([{k: v for k, v in scorecard.items() if isinstance(v, int | float)}])
+def one_row_frame(metrics: dict[str, Any]) -> pd.DataFrame:
+    """The scalar metrics of a dict as one row, for dataset-level expectations."""
+    return pd.DataFrame([{k: v for k, v in metrics.items()
+                          if isinstance(v, int | float) and not isinstance(v, bool)}])
 
 
-def describe(result: Any, suite: str) -> dict[str, Any]:
-    """One expectation result as a small JSON-able record with a readable message."""
-    config = result.expectation_config
-    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id",)}
-    severity = (config.meta or {}).get("severity", "critical")
-    details = result.result or {}
-    found = details.get("observed_value")
-    if found is None and "unexpected_count" in details:
-        found = (f"{details['unexpected_count']} of {details.get('element_count')} rows "
-                 f"unexpected, e.g. {details.get('partial_unexpected_list', [])[:3]}")
-    args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-    return {"suite": suite, "expectation": config.type, "kwargs": kwargs, "severity": severity,
-            "success": bool(result.success), "found": found,
-            "message": f"{suite}: {config.type}({args}) found {found}"}
+def applicable(suite_json: dict[str, Any], columns: list[str],
+               ) -> tuple[dict[str, Any], list[str]]:
+    """The suite without expectations on columns the frame lacks, and what was skipped."""
+    kept, skipped = [], []
+    for expectation in suite_json["expectations"]:
+        column = expectation["kwargs"].get("column")
+        if column is None or column in columns:
+            kept.append(expectation)
+        else:
+            skipped.append(f"{suite_json['name']}: {expectation['type']}(column={column}) "
+                           "skipped: metric not available for this snapshot")
+    return {**suite_json, "expectations": kept}, skipped
 
 
-def _gx_context(root: Path) -> Any:
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="file", project_root_dir=str(root))
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    return context
-
-
-def _checkpoint(context: Any, suite_json: dict[str, Any]) -> Any:
-    """A checkpoint validating an in-memory frame against a suite, updating Data Docs."""
-    import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
+def _suite(context: Any, suite_json: dict[str, Any]) -> Any:
     from great_expectations.core.expectation_suite import ExpectationSuite
 
-    name = suite_json["name"]
-    suite = context.suites.add_or_update(ExpectationSuite(**suite_json))
+    return context.suites.add_or_update(ExpectationSuite(**suite_json))
+
+
+def _validation_definition(context: Any, suite: Any, name: str) -> Any:
+    import great_expectations as gx
+
     source = context.data_sources.add_or_update_pandas("finegate")
     asset = next((a for a in source.assets if a.name == name), None) or \
         source.add_dataframe_asset(name)
     batch = next((b for b in asset.batch_definitions if b.name == name), None) or \
         asset.add_batch_definition_whole_dataframe(name)
-    definition = context.validation_definitions.add_or_update(
+    return context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=name, data=batch, suite=suite))
-    return context.checkpoints.add_or_update(gx.Checkpoint(
-        name=name, validation_definitions=[definition], result_format="SUMMARY",
-        actions=[UpdateDataDocsAction(name="update_data_docs")]))
 
 
-def run_suites(frames: dict[str, pd.DataFrame], expectations_path: str | Path, gx_root: Path,
-               parameters: dict[str, Any]) -> list[dict[str, Any]]:
-    """Validate each frame against the suite of the same name; every expectation's outcome."""
-    context = _gx_context(gx_root)
-    outcomes = []
-    for name, frame in frames.items():
-        checkpoint = _checkpoint(context, load_suite_json(expectations_path, name))
-        result = checkpoint.run(batch_parameters={"dataframe": frame},
-                                expectation_parameters=parameters)
-        for validation in result.run_results.values():
-            outcomes += [describe(r, name) for r in validation.results]
-    return outcomes
+def _gx_context(root: Path | None) -> Any:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = (gx.get_context(mode="file", project_root_dir=str(root)) if root
+               else gx.get_context(mode="ephemeral"))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def validate_partition(path: str, suite_json: dict[str, Any], parameters: dict[str, Any]) -> Any:
+    """Validate one Parquet partition against a row suite (runs on a Dask worker)."""
+    import pyarrow.parquet as pq
+
+    frame = pq.read_table(path, columns=ROW_COLUMNS).to_pandas()
+    context = _gx_context(None)
+    definition = _validation_definition(context, _suite(context, suite_json), suite_json["name"])
+    return definition.run(batch_parameters={"dataframe": frame},
+                          expectation_parameters=parameters, result_format="SUMMARY")
+
+
+def combine_partition_results(parts: list[Any]) -> Any:
+    """One suite result from per-partition results: counts summed, success re-decided."""
+    combined = parts[0]
+    for index, result in enumerate(combined.results):
+        details = result.result
+        for key in SUMMED:
+            if key in details:
+                details[key] = sum(p.results[index].result.get(key, 0) for p in parts)
+        details["partial_unexpected_list"] = [
+            v for p in parts for v in p.results[index].result.get("partial_unexpected_list", [])
+        ][:20]
+        if "unexpected_count" in details:
+            checked = details["element_count"] - details.get("missing_count", 0)
+            share = details["unexpected_count"] / checked if checked else 0.0
+            details["unexpected_percent"] = 100 * share
+            mostly = result.expectation_config.kwargs.get("mostly", 1.0)
+            result.success = share <= 1 - mostly + 1e-12
+        else:
+            result.success = all(p.results[index].success for p in parts)
+        result.exception_info = next(
+            (p.results[index].exception_info for p in parts
+             if p.results[index].exception_info.get("raised_exception")), result.exception_info)
+    combined.success = all(r.success for r in combined.results)
+    evaluated, successful = len(combined.results), sum(r.success for r in combined.results)
+    combined.statistics.update({"evaluated_expectations": evaluated,
+                                "successful_expectations": successful,
+                                "unsuccessful_expectations": evaluated - successful,
+                                "success_percent": 100 * successful / max(evaluated, 1)})
+    return combined
+
+
+def validate_rows(data_path: str | Path, suite_json: dict[str, Any],
+                  parameters: dict[str, Any]) -> Any:
+    """Row suite over all partitions in parallel (on the current Dask client, if any)."""
+    import dask
+
+    files = sorted(str(f) for f in Path(data_path).glob("*.parquet"))
+    parts = dask.compute(*[dask.delayed(validate_partition)(f, suite_json, parameters)
+                           for f in files])
+    return combine_partition_results(list(parts))
+
+
+def store_result(context: Any, suite_json: dict[str, Any], result: Any, run_name: str,
+                 batch: str) -> None:
+    """Keep a (combined) suite result in the GX context, so Data Docs show it."""
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    suite_id = ExpectationSuiteIdentifier(name=suite_json["name"])
+    _suite(context, suite_json)
+    context.validation_results_store.store_validation_results(
+        suite_validation_result=result,
+        suite_validation_result_identifier=ValidationResultIdentifier(
+            expectation_suite_identifier=suite_id, run_id=RunIdentifier(run_name=run_name),
+            batch_identifier=batch),
+        expectation_suite_identifier=suite_id,
+    )
+
+
+def validate_frame(context: Any, suite_json: dict[str, Any], frame: pd.DataFrame,
+                   parameters: dict[str, Any]) -> Any:
+    """Validate an in-memory frame (dataset and drift suites) in the file context."""
+    definition = _validation_definition(context, _suite(context, suite_json), suite_json["name"])
+    return definition.run(batch_parameters={"dataframe": frame},
+                          expectation_parameters=parameters, result_format="SUMMARY")
+
+
+def describe(result: Any, suite: str) -> dict[str, Any]:
+    """One expectation result as a small JSON-able record with a readable message."""
+    config = result.expectation_config
+    kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
+    meta = config.meta or {}
+    details = result.result or {}
+    if details.get("element_count") == 1 and "partial_unexpected_list" in details:
+        found = details["partial_unexpected_list"][0] if details["partial_unexpected_list"] \
+            else "within bounds"  # a one-row metric frame: show the metric's value
+    elif "unexpected_count" in details:
+        found = (f"{details['unexpected_count']} of {details.get('element_count')} rows "
+                 f"unexpected, e.g. {details.get('partial_unexpected_list', [])[:3]}")
+    else:
+        found = details.get("observed_value")
+    if (result.exception_info or {}).get("raised_exception"):
+        found = f"error: {result.exception_info.get('exception_message')}"
+    args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    note = f" ({meta['note']})" if meta.get("note") else ""
+    return {"suite": suite, "expectation": config.type, "kwargs": kwargs,
+            "severity": meta.get("severity", "critical"), "success": bool(result.success),
+            "found": found, "message": f"{suite}: {config.type}({args}){note} found {found}"}
 
 
 def gate(outcomes: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
@@ -118,31 +214,68 @@ def gate(outcomes: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
             [o["message"] for o in failed if o["severity"] != "critical"])
 
 
+def failure_paragraph(failures: list[str], warnings: list[str]) -> str:
+    """The one-paragraph reason a gate failed."""
+    return (f"The quality gate stopped the run before training: {len(failures)} critical "
+            f"expectation(s) failed — " + "; ".join(failures) + "."
+            + (f" Also {len(warnings)} warning(s)." if warnings else ""))
+
+
 def validate_snapshot(data_path: str, scorecard: dict[str, Any], config: Config,
-                      out_dir: Path) -> GateResult:
-    """Run both suites, write ``gate.json`` to ``out_dir``; raise if a critical one failed."""
-    rows = pq.read_table(data_path, columns=["id", "text", "label", "split"]).to_pandas()
+                      out_dir: Path, run_name: str = "manual") -> GateResult:
+    """Run the three suites, write ``gate.json`` and Data Docs to ``out_dir``; raise on failure."""
     gx_root = Lake.at(config.lake_path).root / "gx"
-    outcomes = run_suites(
-        {ROW_SUITE: rows, DATASET_SUITE: scorecard_frame(scorecard)},
-        config.expectations_path, gx_root,
-        {"label_set": config.labels, "label_count": len(config.labels)},
-    )
+    context = _gx_context(gx_root)
+    parameters = {"label_set": config.labels, "label_count": len(config.labels)}
+    batch = f"snapshot-{scorecard.get('snapshot', '')[:16]}"
+    outcomes: list[dict[str, Any]] = []
+    skipped: list[str] = []
+
+    rows_suite = load_suite_json(config.expectations_path, ROW_SUITE)
+    rows_result = validate_rows(data_path, rows_suite, parameters)
+    store_result(context, rows_suite, rows_result, run_name, batch)
+    outcomes += [describe(r, ROW_SUITE) for r in rows_result.results]
+    for name, metrics in ((DATASET_SUITE, scorecard), (DRIFT_SUITE, scorecard.get("drift", {}))):
+        frame = one_row_frame(metrics)
+        suite_json, missing = applicable(load_suite_json(config.expectations_path, name),
+                                         list(frame.columns))
+        skipped += missing
+        result = validate_frame(context, suite_json, frame, parameters)
+        store_result(context, suite_json, result, run_name, batch)
+        outcomes += [describe(r, name) for r in result.results]
+
+    context.build_data_docs()
+    docs = out_dir / "data_docs"
+    shutil.copytree(gx_root / "gx" / "uncommitted" / "data_docs" / "local_site", docs,
+                    dirs_exist_ok=True)
     failures, warnings = gate(outcomes)
-    docs = gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    path = write_json(out_dir / "gate.json", {"passed": not failures, "failures": failures,
-                                              "warnings": warnings, "expectations": outcomes,
-                                              "data_docs": str(docs)})
+    reason = failure_paragraph(failures, warnings) if failures else ""
+    path = write_json(out_dir / "gate.json", {
+        "passed": not failures, "reason": reason, "failures": failures, "warnings": warnings,
+        "skipped": skipped, "expectations": outcomes, "data_docs": str(docs / "index.html")})
     if failures:
-        raise QualityGateFailed(
-            f"{len(failures)} critical expectation(s) failed, training skipped:\n  - "
-            + "\n  - ".join(failures) + f"\nDetails: {path}; Data Docs: {docs}")
-    return GateResult(passed=True, gate_path=str(path), data_docs=str(docs), failures=failures,
-                      warnings=warnings)
+        raise QualityGateFailed(f"{reason}\nDetails: {path}; Data Docs: {docs / 'index.html'}")
+    return GateResult(passed=True, gate_path=str(path), data_docs=str(docs / "index.html"),
+                      failures=failures, warnings=warnings, skipped=skipped)
 
 
 @task(name="validate")
-def validate(config: Config, data_path: str, scorecard: dict[str, Any],
-             run_dir: str) -> GateResult:
+def validate(config: Config, data_path: str, scorecard: dict[str, Any], run_dir: str,
+             run_name: str) -> GateResult:
     """Prefect task: the quality gate; a critical failure stops the flow before training."""
-    return validate_snapshot(data_path, scorecard, config, Path(run_dir))
+    from prefect.artifacts import create_markdown_artifact
+    from prefect_dask import get_dask_client
+
+    try:
+        with get_dask_client():
+            result = validate_snapshot(data_path, scorecard, config, Path(run_dir), run_name)
+    except QualityGateFailed as failure:
+        create_markdown_artifact(key="finegate-gate", markdown=f"# Quality gate: FAILED\n\n"
+                                 f"{failure}", description="Why the run stopped")
+        raise
+    lines = [f"- warning: {w}" for w in result.warnings] or ["- no warnings"]
+    create_markdown_artifact(
+        key="finegate-gate", description="Quality gate result",
+        markdown="\n".join(["# Quality gate: passed", *lines,
+                            f"\nData Docs: [{result.data_docs}](file://{result.data_docs})"]))
+    return result

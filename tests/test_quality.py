@@ -40,8 +40,8 @@ def test_scorecard_accounts_for_every_row(dirty_landing: Path, tmp_path: Path) -
 
 def test_lost_rows_fail_the_identity(dirty_landing: Path, tmp_path: Path) -> None:
     lake = Lake.at(tmp_path / "lake")
-    card = build_scorecard(130, *curate(dirty_landing, lake)[:1], lake, ["sports", "tech"],
-                           *curate(dirty_landing, lake)[1:])
+    snapshot, dedup, review = curate(dirty_landing, lake)
+    card = build_scorecard(130, snapshot, lake, ["sports", "tech"], dedup, review)
     with pytest.raises(AccountingError, match=r"rows read \(130\) != curated \(120\)"):
         check_accounting(card["accounting"])
 
@@ -49,17 +49,20 @@ def test_lost_rows_fail_the_identity(dirty_landing: Path, tmp_path: Path) -> Non
 def test_second_snapshot_reports_deltas(dirty_landing: Path, tmp_path: Path) -> None:
     lake = Lake.at(tmp_path / "lake")
     labels = ["sports", "tech", "politics"]
-    first = build_scorecard(129, *curate(dirty_landing, lake)[:1], lake, labels,
-                            *curate(dirty_landing, lake)[1:])
-    record_history(lake, first["snapshot"], write_json(tmp_path / "first.json", first))
+    snapshot, dedup, review = curate(dirty_landing, lake)
+    first = build_scorecard(129, snapshot, lake, labels, dedup, review)
+    record_history(lake, first["snapshot"], write_json(Path(snapshot.path) / "scorecard.json",
+                                                       first))
     rng = random.Random(99)
     for i in range(6):  # six new, distinct tech articles
         (dirty_landing / "day1" / "Tech" / f"extra-{i}.txt").write_text(topic_text("tech", rng))
-    second = build_scorecard(135, *curate(dirty_landing, lake)[:1], lake, labels,
-                             *curate(dirty_landing, lake)[1:])
+    snapshot, dedup, review = curate(dirty_landing, lake)
+    second = build_scorecard(135, snapshot, lake, labels, dedup, review)
     assert second["deltas"]["previous_snapshot"] == first["snapshot"]
     assert second["deltas"]["rows"] == 6
     assert second["deltas"]["label_distribution_shift"] > 0
+    assert second["drift"]["new_rows"] == 6
+    assert second["drift"]["label_linf"] > 0
 
 
 def test_empty_landing_gives_an_empty_snapshot_that_adds_up(tmp_path: Path) -> None:

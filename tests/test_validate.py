@@ -1,22 +1,36 @@
+"""The GX gate: clean data passes; each kind of bad data fails on the expectation named."""
+
+from __future__ import annotations
+
+import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from finegate.config import Config
-from tasks.validate import QualityGateFailed, validate_snapshot
+from tasks.validate import QualityGateFailed, load_suite_json, validate_rows, validate_snapshot
 
-GOOD_CARD = {"rows": 60, "class_balance": 0.99, "labels_present": 2, "duplicate_ratio": 0.5,
-             "empty_ratio": 0.0, "quarantine_ratio": 0.0}
+CLEAN_CARD = {"snapshot": "0" * 64, "rows": 60, "duplicate_ids": 0, "class_balance": 1.0,
+              "max_class_share": 0.5, "labels_present": 2, "min_class_rows": 30,
+              "duplicate_ratio": 0.01, "empty_ratio": 0.0, "noise_ratio": 0.0,
+              "annotation_consistency": 1.0, "quarantine_ratio": 0.0,
+              "drift": {"new_drop_label_linf": 0.0, "label_linf": 0.02,
+                        "length_js_distance": 0.05, "median_length_change": 0.0,
+                        "oov_rate": 0.01}}
 
 
-def snapshot_rows(tmp_path: Path, **changes: list) -> str:
+def snapshot_dir(tmp_path: Path, partitions: int = 3, **changes: list) -> str:
     rows = {"id": [f"r{i}" for i in range(60)],
-            "text": [f"a perfectly ordinary sentence number {i}" for i in range(60)],
+            "text": [f"a perfectly ordinary sentence number {i} " * 4 for i in range(60)],
             "label": ["a", "b"] * 30, "split": ["train", "test", "validation"] * 20}
     rows.update(changes)
-    path = tmp_path / "data.parquet"
-    pd.DataFrame(rows).to_parquet(path)
+    frame = pd.DataFrame(rows)
+    path = tmp_path / "data"
+    path.mkdir()
+    size = len(frame) // partitions
+    for n in range(partitions):
+        frame.iloc[n * size:(n + 1) * size].to_parquet(path / f"part-{n}.parquet")
     return str(path)
 
 
@@ -25,23 +39,68 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     return Config(lake_path=str(tmp_path_factory.mktemp("lake")), labels=["a", "b"])
 
 
-def test_clean_snapshot_passes_and_reports_warnings(tmp_path: Path, config: Config) -> None:
-    result = validate_snapshot(snapshot_rows(tmp_path), GOOD_CARD, config, tmp_path)
-    assert result.passed and not result.failures
-    assert len(result.warnings) == 1 and "duplicate_ratio" in result.warnings[0]
-    assert Path(result.gate_path).is_file()
+def test_clean_snapshot_passes_with_data_docs(tmp_path: Path, config: Config) -> None:
+    result = validate_snapshot(snapshot_dir(tmp_path), CLEAN_CARD, config, tmp_path, "run-1")
+    assert result.passed and not result.failures and not result.skipped
     assert Path(result.data_docs).is_file()
+    assert (tmp_path / "data_docs" / "validations").is_dir()
+    gate = json.loads(Path(result.gate_path).read_text())
+    rows = [e for e in gate["expectations"] if e["suite"] == "curated_rows"]
+    assert len(rows) == 6 and all(e["success"] for e in rows)
 
 
-def test_critical_failures_stop_with_readable_reason(tmp_path: Path, config: Config) -> None:
-    data = snapshot_rows(tmp_path, id=["same"] * 2 + [f"r{i}" for i in range(58)],
-                         label=["a", "b"] * 29 + ["c", "a"])
-    card = {**GOOD_CARD, "class_balance": 0.5}
+def test_partition_results_combine_to_true_totals(tmp_path: Path, config: Config) -> None:
+    labels = ["a", "b"] * 25 + ["x"] * 10  # all ten bad labels in the last partition
+    suite = load_suite_json(config.expectations_path, "curated_rows")
+    result = validate_rows(snapshot_dir(tmp_path, label=labels), suite, {"label_set": ["a", "b"]})
+    in_set = next(r for r in result.results if r.expectation_config.type ==
+                  "expect_column_values_to_be_in_set" and
+                  r.expectation_config.kwargs["column"] == "label")
+    assert in_set.result["element_count"] == 60
+    assert in_set.result["unexpected_count"] == 10
+    assert not in_set.success and not result.success
+
+
+def test_mostly_is_judged_on_the_combined_share(tmp_path: Path, config: Config) -> None:
+    texts = ["a perfectly ordinary sentence, long enough"] * 59 + ["short"]  # 1/60 > 1%
+    suite = load_suite_json(config.expectations_path, "curated_rows")
+    result = validate_rows(snapshot_dir(tmp_path, text=texts), suite, {"label_set": ["a", "b"]})
+    lengths = [r for r in result.results
+               if r.expectation_config.type == "expect_column_value_lengths_to_be_between"]
+    assert lengths[0].result["unexpected_count"] == 1
+    assert not lengths[0].success  # 98.3% < mostly 0.99
+
+
+@pytest.mark.parametrize(("changes", "card", "named"), [
+    ({"label": ["a", "b"] * 29 + ["c", "a"]}, {}, "expect_column_values_to_be_in_set(column=label"),
+    ({}, {"class_balance": 0.68, "max_class_share": 0.95}, "max_class_share"),
+    ({}, {"duplicate_ratio": 0.7}, "duplicate flood"),
+    ({}, {"empty_ratio": 0.15}, "column=empty_ratio, max_value=0.1"),
+    ({}, {"drift": {**CLEAN_CARD["drift"], "label_linf": 0.3}}, "column=label_linf"),
+    ({}, {"duplicate_ids": 2}, "column=duplicate_ids"),
+], ids=["label-outside-set", "class-collapse", "duplicate-flood", "empty-texts",
+        "label-drift", "duplicate-ids"])
+def test_bad_data_fails_on_the_named_expectation(tmp_path: Path, config: Config, changes: dict,
+                                                 card: dict, named: str) -> None:
     with pytest.raises(QualityGateFailed) as failure:
-        validate_snapshot(data, card, config, tmp_path)
+        validate_snapshot(snapshot_dir(tmp_path, **changes), {**CLEAN_CARD, **card}, config,
+                          tmp_path)
     message = str(failure.value)
-    assert "3 critical expectation(s) failed" in message
-    assert "expect_column_values_to_be_unique(column=id)" in message
-    assert "expect_column_values_to_be_in_set(column=label" in message and "['c']" in message
-    assert "class_balance" in message
-    assert (tmp_path / "gate.json").is_file()
+    assert message.startswith("The quality gate stopped the run before training")
+    assert named in message
+    gate = json.loads((tmp_path / "gate.json").read_text())
+    assert gate["passed"] is False and named in gate["reason"]
+
+
+def test_warnings_do_not_stop_the_flow(tmp_path: Path, config: Config) -> None:
+    card = {**CLEAN_CARD, "duplicate_ratio": 0.3, "rows": 10, "noise_ratio": 0.15}
+    result = validate_snapshot(snapshot_dir(tmp_path), card, config, tmp_path)
+    assert result.passed
+    assert len(result.warnings) == 3
+
+
+def test_first_snapshot_skips_drift_against_previous(tmp_path: Path, config: Config) -> None:
+    card = {**CLEAN_CARD, "drift": {"new_drop_label_linf": 0.0, "previous_rows": None}}
+    result = validate_snapshot(snapshot_dir(tmp_path), card, config, tmp_path)
+    assert result.passed
+    assert len(result.skipped) == 4 and all("skipped" in s for s in result.skipped)
