@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,12 +104,23 @@ def _gx_context(root: Path | None) -> Any:
     return context
 
 
+_local = threading.local()
+
+
+def _worker_context() -> Any:
+    # One ephemeral GX context per worker thread: each new one creates a temporary docs site,
+    # and a context is not safe to share between threads.
+    if not hasattr(_local, "context"):
+        _local.context = _gx_context(None)
+    return _local.context
+
+
 def validate_partition(path: str, suite_json: dict[str, Any], parameters: dict[str, Any]) -> Any:
     """Validate one Parquet partition against a row suite (runs on a Dask worker)."""
     import pyarrow.parquet as pq
 
     frame = pq.read_table(path, columns=ROW_COLUMNS).to_pandas()
-    context = _gx_context(None)
+    context = _worker_context()
     definition = _validation_definition(context, _suite(context, suite_json), suite_json["name"])
     return definition.run(batch_parameters={"dataframe": frame},
                           expectation_parameters=parameters, result_format="SUMMARY")
