@@ -36,9 +36,13 @@ def _run(config: Config) -> NightlyResult:
 def print_result(result: NightlyResult, config: Config) -> None:
     """Tell the user where every result of a run is, and how to open the UIs."""
     a, e, r = result.accounting, result.evaluation, result.registered
+    evaluation = (f"{e.report_path}  (accuracy {e.accuracy:.3f}, macro-F1 {e.macro_f1:.3f}, "
+                  f"{e.test_rows} test rows)" if e else
+                  "snapshot unchanged since this model version: training skipped")
     lines = [
         "",
         "Finegate nightly run finished.",
+        f"  drops ingested   {', '.join(result.drops_ingested) or 'none (nothing new)'}",
         f"  rows read        {a['rows_read']} = curated {a['curated']} + quarantined "
         f"{a['quarantined']} + duplicates {a['duplicates']}",
         f"  snapshot         {result.snapshot.path}",
@@ -46,10 +50,10 @@ def print_result(result: NightlyResult, config: Config) -> None:
         f"  quality gate     {result.gate_path}",
         f"  GX Data Docs     {result.data_docs}",
         f"  quarantine       {Path(config.lake_path).resolve() / 'quarantine'}",
-        f"  evaluation       {e.report_path}  (accuracy {e.accuracy:.3f}, "
-        f"macro-F1 {e.macro_f1:.3f}, {e.test_rows} test rows)",
+        f"  evaluation       {evaluation}",
         f"  MLflow           {r.tracking_uri}",
-        f"  model            models:/{r.model_name}/{r.version}  aliases: {', '.join(r.aliases)}",
+        f"  model            models:/{r.model_name}/{r.version}  aliases: "
+        f"{', '.join(r.aliases) or 'none'}",
         "",
         "Open the UIs:",
         f"  MLflow   .venv/bin/mlflow ui --backend-store-uri {r.tracking_uri}",

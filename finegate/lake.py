@@ -31,6 +31,14 @@ class Lake:
         path.mkdir(parents=True, exist_ok=True)
         return cls(path)
 
+    @property
+    def id(self) -> str:
+        """A random id minted when the lake is first used: a new lake never reuses old caches."""
+        path = self.root / "lake.json"
+        if not path.is_file():
+            write_json(path, {"id": uuid.uuid4().hex})
+        return read_json(path)["id"]
+
     def bronze(self, drop: str) -> Path:
         """Typed rows of one landing drop."""
         return self.root / "bronze" / drop

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -24,10 +22,11 @@ from tasks.clean import clean
 from tasks.dedup import dedup
 from tasks.evaluate import EvaluationResult, evaluate
 from tasks.finetune import finetune
-from tasks.ingest import ingest, list_drops
+from tasks.ingest import ingest
 from tasks.labels import review as review_labels
+from tasks.ledger import ledger_drops, plan, record
 from tasks.quality import accounting, quality
-from tasks.register import RegisterResult, register
+from tasks.register import RegisterResult, register, registered_for
 from tasks.snapshot import SnapshotResult, build_snapshot
 from tasks.split import split
 from tasks.validate import validate
@@ -35,47 +34,59 @@ from tasks.validate import validate
 
 @dataclass(frozen=True)
 class NightlyResult:
-    """Where a nightly run left its results."""
+    """Where a nightly run left its results; ``evaluation`` is None when training was skipped."""
 
     run_dir: str
+    drops_ingested: list[str]
     snapshot: SnapshotResult
     scorecard_path: str
     gate_path: str
     data_docs: str
-    evaluation: EvaluationResult
+    evaluation: EvaluationResult | None
     registered: RegisterResult
+    trained: bool
     accounting: dict[str, Any]
 
 
-@flow(name="finegate-nightly", log_prints=True)
+@flow(name="finegate-nightly", log_prints=True, retries=0)
 def nightly(config: Config) -> NightlyResult:
-    """Ingest, clean, dedup, review labels, score, gate, split, fine-tune, evaluate, register."""
-    run_name = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{flow_run.get_name() or 'local'}"
+    """Ingest new drops, curate the history, gate it, and train only on a new snapshot."""
+    run_name = f"{flow_run.get_scheduled_start_time():%Y%m%dT%H%M%SZ}-{flow_run.get_name()}"
     run_dir = str(Lake.at(config.lake_path).run(run_name))
-    drops = list_drops(Path(config.landing_path))
     start_dask_cluster()
-    print(f"run {run_name}: {len(drops)} drop(s) in {config.landing_path}: {drops}")
 
-    ingested = [ingest(config, drop) for drop in drops]
-    for drop in drops:
+    drops = plan(config)
+    print(f"run {run_name}: {drops.describe()}")
+    for drop in drops.to_ingest:
+        ingested = ingest(config, drop)
         clean(config, drop)
-    duplicates = dedup(config, drops)
-    reviewed = review_labels(config, drops, duplicates)
-    snapshot = build_snapshot(config, drops, duplicates, reviewed)
-    rows_read = sum(result.rows_read for result in ingested)
+        record(config, drop, drops.scans[drop], ingested.rows_read)
+    history = ledger_drops(Lake.at(config.lake_path))
+    duplicates = dedup(config, list(history))
+    reviewed = review_labels(config, list(history), duplicates)
+    snapshot = build_snapshot(config, list(history), duplicates, reviewed)
+    rows_read = sum(history.values())
     scored = quality(config, rows_read, snapshot, duplicates, reviewed)
     gate = validate(config, snapshot.data_path, scored.scorecard, run_dir, run_name)
     split(config, snapshot.data_path)
-    trained = finetune(config, snapshot.data_path, run_dir)
-    evaluation = evaluate(config, trained.model_dir, snapshot.data_path, run_dir)
-    registered = register(config, snapshot, scored.scorecard_path, gate.gate_path, trained,
-                          evaluation, str(flow_run.get_id() or ""), run_name)
+
+    registered = registered_for(config, snapshot.digest)
+    evaluation = None
+    if registered is None:
+        trained = finetune(config, snapshot)
+        evaluation = evaluate(config, trained.model_dir, snapshot.data_path, run_dir)
+        registered = register(config, snapshot, scored.scorecard_path, gate.gate_path, trained,
+                              evaluation, str(flow_run.get_id() or ""), run_name)
+    else:
+        print(f"snapshot {snapshot.digest[:16]} is unchanged since model version "
+              f"{registered.version}: no retraining, no new version")
     rows = accounting(config, rows_read, snapshot)
 
-    result = NightlyResult(run_dir=run_dir, snapshot=snapshot,
+    result = NightlyResult(run_dir=run_dir, drops_ingested=drops.to_ingest, snapshot=snapshot,
                            scorecard_path=scored.scorecard_path, gate_path=gate.gate_path,
                            data_docs=gate.data_docs, evaluation=evaluation,
-                           registered=registered, accounting=rows)
+                           registered=registered, trained=evaluation is not None,
+                           accounting=rows)
     create_markdown_artifact(key="finegate-nightly", markdown=summary_markdown(result),
                              description="Finegate nightly run summary")
     return result
@@ -90,8 +101,12 @@ def summary_markdown(result: NightlyResult) -> str:
         f"`{result.snapshot.path}`",
         f"- accounting: read {a['rows_read']} = curated {a['curated']} + quarantined "
         f"{a['quarantined']} + duplicates {a['duplicates']}",
-        f"- test accuracy {e.accuracy:.3f}, macro-F1 {e.macro_f1:.3f} on {e.test_rows} rows",
-        f"- model `{r.model_name}` version {r.version} ({', '.join(r.aliases)})",
+        f"- drops ingested tonight: {', '.join(result.drops_ingested) or 'none'}",
+        (f"- test accuracy {e.accuracy:.3f}, macro-F1 {e.macro_f1:.3f} on {e.test_rows} rows"
+         if e else "- snapshot unchanged: training skipped"),
+        f"- model `{r.model_name}` version {r.version} ({', '.join(r.aliases) or 'no alias'}) "
+        f"— [MLflow run]({r.tracking_uri}) `{r.run_id}`",
+        f"- Data Docs: [{result.data_docs}](file://{result.data_docs})",
         f"- scorecard `{result.scorecard_path}`, gate `{result.gate_path}`",
     ])
 

@@ -7,6 +7,7 @@ warm-up/decay, dynamic padding, a tqdm bar; the model is saved (safetensors) wit
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import time
@@ -18,6 +19,8 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from finegate.config import Config, TrainConfig
+from finegate.lake import Lake
+from tasks.snapshot import SnapshotResult
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,26 @@ def train_classifier(data_path: str, labels: list[str], train: TrainConfig,
     )
 
 
-@task(name="finetune")
-def finetune(config: Config, data_path: str, run_dir: str) -> FinetuneResult:
+def model_dir(config: Config, snapshot: SnapshotResult) -> Path:
+    """Where the model trained on a snapshot with this training config is kept."""
+    settings = hashlib.sha256(config.train.model_dump_json().encode()).hexdigest()[:8]
+    return Lake.at(config.lake_path).root / "models" / f"{snapshot.digest[:16]}-{settings}"
+
+
+def training_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Cache key of a training: lake, snapshot digest and training config (if the model exists).
+
+    A retried or re-run flow that reaches ``finetune`` with the same inputs reuses the model
+    instead of training again; a deleted model folder or a new lake trains anew.
+    """
+    config, snapshot = parameters["config"], parameters["snapshot"]
+    folder = model_dir(config, snapshot)
+    present = (folder / "config.json").is_file()
+    return f"finetune-{Lake.at(config.lake_path).id}-{folder.name}-{present}"
+
+
+@task(name="finetune", cache_key_fn=training_cache_key, persist_result=True)
+def finetune(config: Config, snapshot: SnapshotResult) -> FinetuneResult:
     """Prefect task: fine-tune on the validated snapshot's train split."""
-    return train_classifier(data_path, config.labels, config.train, Path(run_dir) / "model")
+    return train_classifier(snapshot.data_path, config.labels, config.train,
+                            model_dir(config, snapshot))

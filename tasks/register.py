@@ -23,6 +23,7 @@ from tasks.finetune import FinetuneResult
 from tasks.snapshot import SnapshotResult
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+SNAPSHOT_TAG = "finegate.snapshot_digest"
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,35 @@ def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, 
                               f"transformers=={transformers.__version__}"],
         )
     version = str(info.registered_model_version)
-    aliases = promote_if_first(mlflow.MlflowClient(), config.model_name, version)
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(config.model_name, version, SNAPSHOT_TAG, snapshot.digest)
+    aliases = promote_if_first(client, config.model_name, version)
     return RegisterResult(tracking_uri=config.tracking_uri(), run_id=run.info.run_id,
                           model_name=config.model_name, version=version, aliases=aliases)
+
+
+def find_registered(config: Config, digest: str) -> RegisterResult | None:
+    """The model version already trained on the snapshot ``digest``, if there is one."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=config.tracking_uri(), registry_uri=config.tracking_uri())
+    try:
+        versions = client.search_model_versions(f"name='{config.model_name}'")
+    except MlflowException:
+        return None
+    for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        if version.tags.get(SNAPSHOT_TAG) == digest:
+            return RegisterResult(tracking_uri=config.tracking_uri(), run_id=version.run_id,
+                                  model_name=config.model_name, version=str(version.version),
+                                  aliases=list(version.aliases))
+    return None
+
+
+@task(name="find-trained-model")
+def registered_for(config: Config, digest: str) -> RegisterResult | None:
+    """Prefect task: an unchanged snapshot needs no retraining; find its model version."""
+    return find_registered(config, digest)
 
 
 @task(name="register")

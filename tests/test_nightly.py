@@ -11,7 +11,7 @@ import pytest
 from finegate.config import Config, DaskConfig
 from flows.nightly import run_nightly
 from tasks.validate import QualityGateFailed
-from tests.conftest import PLANTED_QUARANTINE
+from tests.conftest import PLANTED_QUARANTINE, topic_rows
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -53,6 +53,46 @@ def test_nightly_flow_registers_a_model_with_lineage(small_config: Config) -> No
     assert "test_macro_f1" in run.data.metrics
     artifacts = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "quality")}
     assert {"scorecard.json", "gate.json", "evaluation.json"} <= artifacts
+    assert client.list_artifacts(run.info.run_id, "data_docs")
+
+    # Night 2, nothing new: no drop read, same snapshot, no training, no new version.
+    second = run_nightly(small_config)
+    assert second.drops_ingested == [] and not second.trained
+    assert second.snapshot.digest == result.snapshot.digest
+    assert second.registered.version == registered.version
+    assert len(client.search_model_versions(f"name='{small_config.model_name}'")) == 1
+
+    # Night 3, a new drop: only it is read; the snapshot grows; a challenger is registered.
+    write_new_drop(Path(small_config.landing_path) / "day3")
+    third = run_nightly(small_config)
+    assert third.drops_ingested == ["day3"] and third.trained
+    assert third.accounting["rows_read"] == 129 + 12 and third.accounting["holds"]
+    assert third.snapshot.rows == result.snapshot.rows + 12
+    assert third.registered.version == "2" and third.registered.aliases == ["challenger"]
+    history = json.loads((Path(small_config.lake_path) / "curated" / "history.json").read_text())
+    assert [h["snapshot"] for h in history] == [result.snapshot.digest, third.snapshot.digest]
+    drift = json.loads(Path(third.scorecard_path).read_text())["drift"]
+    assert drift["new_rows"] == 12 and drift["new_drop"] == "day3"
+
+
+def write_new_drop(folder: Path) -> None:
+    """Twelve new, distinct rows in a new drop."""
+    folder.mkdir(parents=True)
+    rows = topic_rows(12, seed=42, prefix="d3")
+    (folder / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def test_failed_training_resumes_without_reingesting(small_config: Config) -> None:
+    broken = small_config.model_copy(update={"train": small_config.train.model_copy(
+        update={"model_path": str(Path(small_config.lake_path) / "no-such-model")})})
+    with pytest.raises(OSError):
+        run_nightly(broken)
+    ledger = json.loads((Path(small_config.lake_path) / "ledger.json").read_text())
+    assert sorted(ledger["drops"]) == ["day1", "day2"]
+
+    resumed = run_nightly(small_config)
+    assert resumed.drops_ingested == [] and resumed.trained
+    assert resumed.accounting["holds"] and resumed.registered.version == "1"
 
 
 def test_failing_gate_stops_before_training(small_config: Config, tmp_path: Path) -> None:
