@@ -69,6 +69,18 @@ def run(config: Path | None = CONFIG_OPTION) -> None:
     print_result(_run(settings), settings)
 
 
+@app.command()
+def serve(config: Path | None = CONFIG_OPTION,
+          cron: str | None = typer.Option(None, help="Cron schedule; default schedule.cron."),
+          timezone: str | None = typer.Option(None, help="Default schedule.timezone.")) -> None:
+    """Serve the nightly flow on this machine on its cron schedule (one run at a time)."""
+    from flows.nightly import serve_nightly
+
+    settings = load_config(config)
+    serve_nightly(settings, cron or settings.schedule.cron,
+                  timezone or settings.schedule.timezone)
+
+
 WORKSPACE_OPTION = typer.Option(Path("demo-workspace"),
                                 help="Folder for the demo landing zone and lake.")
 

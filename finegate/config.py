@@ -87,6 +87,13 @@ class LabelsConfig(BaseModel):
     folds: int = Field(default=5, ge=2)
 
 
+class ScheduleConfig(BaseModel):
+    """When ``finegate serve`` (or the deployment in deploy/prefect.yaml) runs the flow."""
+
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+
 class DaskConfig(BaseModel):
     """Where ingest and cleaning run: a scheduler address, or a LocalCluster when empty."""
 
@@ -116,6 +123,7 @@ class Config(BaseModel):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     label_quality: LabelsConfig = Field(default_factory=LabelsConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     @field_validator("labels")
     @classmethod
@@ -137,14 +145,16 @@ def _set_nested(data: dict[str, Any], keys: list[str], value: str) -> None:
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Build the config from an optional YAML file, then apply ``FINEGATE_*`` overrides."""
+    """Build the config from a YAML file (``path``, else ``FINEGATE_CONFIG`` if set), then apply
+    ``FINEGATE_*`` overrides."""
+    env = os.environ if env is None else env
+    path = path or env.get(f"{ENV_PREFIX}CONFIG") or None
     data: dict[str, Any] = {}
     if path:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist; pass an existing YAML")
         data = yaml.safe_load(path.read_text()) or {}
-    env = os.environ if env is None else env
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and name != f"{ENV_PREFIX}CONFIG":
             _set_nested(data, name[len(ENV_PREFIX):].lower().split("__"), value)

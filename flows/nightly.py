@@ -7,14 +7,17 @@ their partitions on the flow's Dask cluster (a LocalCluster, or ``dask.scheduler
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from distributed import Client, LocalCluster
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.context import FlowRunContext
+from prefect.deployments.runner import RunnerDeployment
 from prefect.runtime import flow_run
-from prefect_dask import DaskTaskRunner
+from prefect.schedules import Cron
 
 from finegate.config import Config, load_config
 from finegate.lake import Lake
@@ -48,12 +51,23 @@ class NightlyResult:
     accounting: dict[str, Any]
 
 
-@flow(name="finegate-nightly", log_prints=True, retries=0)
-def nightly(config: Config) -> NightlyResult:
-    """Ingest new drops, curate the history, gate it, and train only on a new snapshot."""
+@flow(name="finegate-nightly", log_prints=True)
+def nightly(config: Config | None = None) -> NightlyResult:
+    """Ingest new drops, curate the history, gate it, and train only on a new snapshot.
+
+    ``config`` defaults to :func:`load_config` (``FINEGATE_CONFIG`` + ``FINEGATE_*``), which is
+    how deployments run it.
+    """
+    config = config or load_config()
+    with dask_cluster(config) as client:
+        print(f"Dask cluster: {client.dashboard_link or client.scheduler.address}")
+        return nightly_stages(config)
+
+
+def nightly_stages(config: Config) -> NightlyResult:
+    """The DAG, stage by stage (called inside the flow, with the Dask client set)."""
     run_name = f"{flow_run.get_scheduled_start_time():%Y%m%dT%H%M%SZ}-{flow_run.get_name()}"
     run_dir = str(Lake.at(config.lake_path).run(run_name))
-    start_dask_cluster()
 
     drops = plan(config)
     print(f"run {run_name}: {drops.describe()}")
@@ -111,34 +125,46 @@ def summary_markdown(result: NightlyResult) -> str:
     ])
 
 
-def dask_runner(config: Config) -> DaskTaskRunner:
-    """The flow's Dask cluster: the configured scheduler, or a LocalCluster.
+@contextmanager
+def dask_cluster(config: Config) -> Iterator[Client]:
+    """The run's Dask client: on the configured scheduler, or on a new LocalCluster.
 
-    Its client is made the default one, so tasks called in the flow's process find it through
+    It is the default client while the flow runs, so tasks find it through
     ``prefect_dask.get_dask_client()`` and run their partitions on the cluster.
     """
-    client = {"set_as_default": True}
     if config.dask.scheduler_address:
-        return DaskTaskRunner(address=config.dask.scheduler_address, client_kwargs=client)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", client_kwargs=client,
-                          cluster_kwargs={
-                              "n_workers": config.dask.n_workers,
-                              "threads_per_worker": config.dask.threads_per_worker,
-                              "processes": True, "dashboard_address": ":0",
-                              "silence_logs": logging.WARNING,
-                          })
-
-
-def start_dask_cluster() -> None:
-    """Connect the flow's Dask task runner now (it connects lazily, on first submit)."""
-    runner = FlowRunContext.get().task_runner
-    if isinstance(runner, DaskTaskRunner):
-        print(f"Dask cluster: {runner.client.dashboard_link or runner.client.scheduler.address}")
+        with Client(config.dask.scheduler_address, set_as_default=True) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=config.dask.n_workers, processes=True,
+                      threads_per_worker=config.dask.threads_per_worker,
+                      dashboard_address=":0", silence_logs=logging.WARNING) as cluster, \
+            Client(cluster, set_as_default=True) as client:
+        yield client
 
 
 def run_nightly(config: Config) -> NightlyResult:
-    """Run the nightly flow once on the Dask cluster the config names."""
-    return nightly.with_options(task_runner=dask_runner(config))(config)
+    """Run the nightly flow once."""
+    return nightly(config)
+
+
+def nightly_deployment(config: Config, cron: str, timezone: str) -> RunnerDeployment:
+    """The nightly deployment: a cron schedule, and never two runs at once."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    return nightly.to_deployment(
+        name="nightly", schedules=[Cron(cron, timezone=timezone)],
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+        parameters={"config": config.model_dump(mode="json")}, tags=["finegate"],
+        description="Finegate nightly run (finegate serve)")
+
+
+def serve_nightly(config: Config, cron: str, timezone: str) -> None:
+    """Serve the nightly deployment from this process until interrupted."""
+    from prefect import serve
+
+    serve(nightly_deployment(config, cron, timezone))
 
 
 if __name__ == "__main__":
