@@ -9,7 +9,7 @@ from typing import Any
 from prefect import task
 
 from finegate.config import Config
-from finegate.lake import write_json
+from finegate.lake import read_json, write_json
 from tasks.finetune import pick_device, read_split
 
 
@@ -80,5 +80,14 @@ def evaluate_model(model_dir: str, data_path: str, config: Config, out_dir: Path
 
 @task(name="evaluate")
 def evaluate(config: Config, model_dir: str, data_path: str, run_dir: str) -> EvaluationResult:
-    """Prefect task: test-split metrics of the fine-tuned model."""
-    return evaluate_model(model_dir, data_path, config, Path(run_dir))
+    """Prefect task: test-split metrics of the fine-tuned model, also as a table artifact."""
+    from prefect.artifacts import create_table_artifact
+
+    result = evaluate_model(model_dir, data_path, config, Path(run_dir))
+    report = read_json(Path(result.report_path))["per_class"]
+    create_table_artifact(
+        key="finegate-evaluation",
+        description=f"Test split: accuracy {result.accuracy:.3f}, macro-F1 {result.macro_f1:.3f}",
+        table=[{"class": name, **{k: round(v, 4) for k, v in row.items()}}
+               for name, row in report.items() if isinstance(row, dict)])
+    return result

@@ -11,6 +11,7 @@ import hashlib
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,9 +97,13 @@ def load_model(model_path: str, labels: list[str]) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def train_classifier(data_path: str, labels: list[str], train: TrainConfig,
-                     out_dir: Path) -> FinetuneResult:
-    """Fine-tune on the snapshot's train split and save model and tokenizer to ``out_dir``."""
+def train_classifier(data_path: str, labels: list[str], train: TrainConfig, out_dir: Path,
+                     on_progress: Callable[[int, int, float], None] | None = None,
+                     ) -> FinetuneResult:
+    """Fine-tune on the snapshot's train split and save model and tokenizer to ``out_dir``.
+
+    ``on_progress(step, total, loss)`` is called about every 5% of the steps.
+    """
     import torch
     from tqdm.auto import tqdm
     from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
@@ -138,6 +143,8 @@ def train_classifier(data_path: str, labels: list[str], train: TrainConfig,
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                if on_progress and (step % max(1, total // 20) == 0 or step == total):
+                    on_progress(step, total, losses[-1])
                 if step >= total:
                     break
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,5 +182,14 @@ def training_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 @task(name="finetune", cache_key_fn=training_cache_key, persist_result=True)
 def finetune(config: Config, snapshot: SnapshotResult) -> FinetuneResult:
     """Prefect task: fine-tune on the validated snapshot's train split."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    progress = create_progress_artifact(0.0, key="finegate-training",
+                                        description="Fine-tuning progress (% of steps)")
+
+    def report(step: int, total: int, loss: float) -> None:
+        update_progress_artifact(progress, 100 * step / total,
+                                 description=f"step {step}/{total}, loss {loss:.3f}")
+
     return train_classifier(snapshot.data_path, config.labels, config.train,
-                            model_dir(config, snapshot))
+                            model_dir(config, snapshot), on_progress=report)

@@ -160,7 +160,8 @@ def test_flow_on_real_prefect_mlflow_and_dask(prefect_server: str, mlflow_server
     assert all(t["state"]["type"] == "COMPLETED" for t in task_runs)
     artifacts = {a["key"] for a in httpx.post(f"{prefect_server}/artifacts/filter",
                                               json={}).json()}
-    assert {"finegate-nightly", "finegate-scorecard", "finegate-gate"} <= artifacts
+    assert {"finegate-nightly", "finegate-scorecard", "finegate-gate", "finegate-evaluation",
+            "finegate-training"} <= artifacts
 
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     champion = client.get_model_version_by_alias("finegate-classifier", "champion")
