@@ -81,6 +81,41 @@ def serve(config: Path | None = CONFIG_OPTION,
                   timezone or settings.schedule.timezone)
 
 
+def _registry(config: Config):
+    from mlflow import MlflowClient
+
+    uri = config.tracking_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@app.command()
+def promote(version: str = typer.Option(..., help="Model version to make champion."),
+            config: Path | None = CONFIG_OPTION) -> None:
+    """Make a model version the champion by hand (recorded in the champion history)."""
+    from tasks.promote import set_champion
+
+    settings = load_config(config)
+    client = _registry(settings)
+    set_champion(client, settings.model_name, version)
+    client.set_model_version_tag(settings.model_name, version, "finegate.promotion",
+                                 "promoted to champion by hand (finegate promote)")
+    typer.echo(f"models:/{settings.model_name}@champion is now version {version}")
+
+
+@app.command()
+def rollback(config: Path | None = CONFIG_OPTION) -> None:
+    """Give the champion alias back to the previous champion."""
+    from tasks.promote import rollback_champion
+
+    settings = load_config(config)
+    try:
+        version = rollback_champion(_registry(settings), settings.model_name)
+    except ValueError as err:
+        typer.secho(str(err), fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from err
+    typer.echo(f"models:/{settings.model_name}@champion is back to version {version}")
+
+
 WORKSPACE_OPTION = typer.Option(Path("demo-workspace"),
                                 help="Folder for the demo landing zone and lake.")
 
@@ -92,7 +127,7 @@ def demo(workspace: Path = WORKSPACE_OPTION) -> None:
 
     started = time.perf_counter()
     workspace.mkdir(parents=True, exist_ok=True)
-    files = prepare_demo_landing(workspace / "landing")
+    files = prepare_demo_landing(workspace / "landing", workspace / "golden.jsonl")
     typer.echo(f"Demo landing zone {workspace / 'landing'}: " +
                ", ".join(f"{drop} ({n} files)" for drop, n in files.items()))
     config_path = write_demo_config(workspace)

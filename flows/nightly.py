@@ -28,8 +28,9 @@ from tasks.finetune import finetune
 from tasks.ingest import ingest
 from tasks.labels import review as review_labels
 from tasks.ledger import ledger_drops, plan, record
+from tasks.promote import promote
 from tasks.quality import accounting, quality
-from tasks.register import RegisterResult, register, registered_for
+from tasks.register import RegisterResult, find_registered, register, registered_for
 from tasks.snapshot import SnapshotResult, build_snapshot
 from tasks.split import split
 from tasks.validate import validate
@@ -91,6 +92,8 @@ def nightly_stages(config: Config) -> NightlyResult:
         evaluation = evaluate(config, trained.model_dir, snapshot.data_path, run_dir)
         registered = register(config, snapshot, scored.scorecard_path, gate.gate_path, trained,
                               evaluation, str(flow_run.get_id() or ""), run_name)
+        promote(config, registered.version, evaluation.report_path)
+        registered = find_registered(config, snapshot.digest)  # with its aliases after promotion
     else:
         print(f"snapshot {snapshot.digest[:16]} is unchanged since model version "
               f"{registered.version}: no retraining, no new version")

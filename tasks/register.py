@@ -3,7 +3,8 @@
 Logs params, metrics, the snapshot as an MLflow dataset input (with Finegate's own digest of the
 whole snapshot, not MLflow's first-10,000-rows one), the scorecard, gate and evaluation reports,
 and lineage tags (snapshot digest, drops, sources, code version, Prefect flow run). The model is
-registered and gets the alias ``challenger``; it also becomes ``champion`` if there is none.
+registered with a model card and gets the alias ``challenger``; ``tasks/promote.py`` decides
+whether it becomes ``champion``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tasks.evaluate import EvaluationResult
 from tasks.finetune import FinetuneResult
 from tasks.snapshot import SnapshotResult
 
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHALLENGER = "challenger"
 SNAPSHOT_TAG = "finegate.snapshot_digest"
 
 
@@ -74,18 +75,42 @@ def log_snapshot_input(snapshot: SnapshotResult) -> None:
                      tags={"finegate.snapshot_digest": snapshot.digest})
 
 
-def promote_if_first(client: Any, name: str, version: str) -> list[str]:
-    """Alias the new version ``challenger``; also ``champion`` when the model has none."""
-    from mlflow.exceptions import MlflowException
+def model_card(config: Config, snapshot: SnapshotResult, scorecard: dict[str, Any],
+               gate: dict[str, Any], trained: FinetuneResult,
+               evaluation: EvaluationResult) -> str:
+    """A Markdown model card: data, quality, gate, metrics, training, hardware, time."""
+    import platform
 
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    aliases = [CHALLENGER]
-    try:
-        client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        aliases.append(CHAMPION)
-    return aliases
+    import torch
+
+    hardware = (torch.cuda.get_device_name(0) if trained.device == "cuda"
+                else f"CPU ({platform.processor() or platform.machine()}, "
+                     f"{torch.get_num_threads()} threads)")
+    golden = (f"- golden set: macro-F1 {evaluation.golden_macro_f1:.3f} on "
+              f"{evaluation.golden_rows} rows\n" if evaluation.golden_rows else "")
+    params = "\n".join(f"- {k}: {v}" for k, v in trained.params.items())
+    return f"""# {config.model_name}
+
+Sequence classifier over {", ".join(config.labels)}, fine-tuned by Finegate.
+
+## Data
+- snapshot `{snapshot.digest}` ({snapshot.rows} rows, drops {", ".join(snapshot.drops)})
+- class balance {scorecard["class_balance"]:.3f}
+- duplicate ratio {scorecard["duplicate_ratio"]:.3f}, noise ratio {scorecard["noise_ratio"]:.3f}
+- quarantine ratio {scorecard["quarantine_ratio"]:.3f}
+
+## Quality gate
+- passed with {len(gate.get("warnings", []))} warning(s)
+
+## Metrics
+- test split: accuracy {evaluation.accuracy:.3f}, macro-F1 {evaluation.macro_f1:.3f} on
+  {evaluation.test_rows} rows
+{golden}
+## Training
+{params}
+- hardware: {hardware}; {trained.seconds:.0f} s, {trained.samples_per_second:.1f} samples/s
+- code version: {code_version()}
+"""
 
 
 def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, gate_path: str,
@@ -104,6 +129,8 @@ def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, 
         mlflow.log_params({"split.train": config.split.train,
                            "split.validation": config.split.validation,
                            "split.test": config.split.test, "labels": ",".join(config.labels)})
+        if evaluation.golden_rows:
+            mlflow.log_metric("golden_macro_f1", evaluation.golden_macro_f1)
         mlflow.log_metrics({"test_accuracy": evaluation.accuracy,
                             "test_macro_f1": evaluation.macro_f1,
                             "train_loss": trained.train_loss, "train_seconds": trained.seconds,
@@ -117,6 +144,12 @@ def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, 
             "finegate.code_version": code_version(), "finegate.flow_run_id": flow_run_id,
         })
         log_snapshot_input(snapshot)
+        card = model_card(config, snapshot, scorecard, read_json(Path(gate_path)), trained,
+                          evaluation)
+        mlflow.log_text(card, "model_card.md")
+        run_dir = Path(evaluation.report_path).parent
+        for png in sorted(run_dir.glob("confusion_*.png")):
+            mlflow.log_artifact(str(png), artifact_path="evaluation")
         for path in (quality_path, gate_path, evaluation.report_path,
                      str(Path(snapshot.path) / "manifest.json")):
             mlflow.log_artifact(path, artifact_path="quality")
@@ -136,9 +169,10 @@ def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, 
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
     client.set_model_version_tag(config.model_name, version, SNAPSHOT_TAG, snapshot.digest)
-    aliases = promote_if_first(client, config.model_name, version)
+    client.update_model_version(config.model_name, version, description=card)
+    client.set_registered_model_alias(config.model_name, CHALLENGER, version)
     return RegisterResult(tracking_uri=config.tracking_uri(), run_id=run.info.run_id,
-                          model_name=config.model_name, version=version, aliases=aliases)
+                          model_name=config.model_name, version=version, aliases=[CHALLENGER])
 
 
 def find_registered(config: Config, digest: str) -> RegisterResult | None:
@@ -153,9 +187,11 @@ def find_registered(config: Config, digest: str) -> RegisterResult | None:
         return None
     for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
         if version.tags.get(SNAPSHOT_TAG) == digest:
-            return RegisterResult(tracking_uri=config.tracking_uri(), run_id=version.run_id,
-                                  model_name=config.model_name, version=str(version.version),
-                                  aliases=list(version.aliases))
+            # search results do not carry aliases: read the version itself
+            found = client.get_model_version(config.model_name, version.version)
+            return RegisterResult(tracking_uri=config.tracking_uri(), run_id=found.run_id,
+                                  model_name=config.model_name, version=str(found.version),
+                                  aliases=sorted(found.aliases))
     return None
 
 

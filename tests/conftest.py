@@ -16,7 +16,13 @@ for name, value in {"HF_HUB_OFFLINE": "1", "GX_ANALYTICS_ENABLED": "false",
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}.items():
     os.environ.setdefault(name, value)
 
-from finegate.config import Config, LabelsConfig, TrainConfig, demo_model_path  # noqa: E402
+from finegate.config import (  # noqa: E402
+    Config,
+    EvaluationConfig,
+    LabelsConfig,
+    TrainConfig,
+    demo_model_path,
+)
 
 LABELS = ["sports", "tech", "politics"]
 TOPIC_WORDS = {
@@ -111,8 +117,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def small_config(tmp_path: Path, dirty_landing: Path, tiny_model_dir: Path) -> Config:
     """A config over the dirty landing zone, a temp lake and the tiny model on a tiny budget."""
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text("".join(json.dumps(r) + "\n" for r in topic_rows(30, seed=77, prefix="g")))
     return Config(
         landing_path=str(dirty_landing), lake_path=str(tmp_path / "lake"), labels=LABELS,
+        evaluation=EvaluationConfig(golden_path=str(golden)),
         label_quality=LabelsConfig(policy="flag"),  # keeps the row counts of the test exact
         train=TrainConfig(model_path=str(tiny_model_dir), device="cpu", cpu_max_length=32,
                           cpu_batch_size=8, cpu_max_steps=4, epochs=1),

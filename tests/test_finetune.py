@@ -51,8 +51,10 @@ def test_tiny_bert_trains_saves_and_evaluates(tiny_model_dir: Path, snapshot_dat
     evaluation = evaluate_model(result.model_dir, snapshot_data, config, tmp_path)
     assert evaluation.test_rows == 30
     report = json.loads(Path(evaluation.report_path).read_text())
-    assert set(LABELS) <= set(report["per_class"])
-    assert sum(map(sum, report["confusion_matrix"]["matrix"])) == 30
+    assert set(LABELS) <= set(report["test"]["per_class"])
+    assert sum(map(sum, report["test"]["confusion_matrix"]["matrix"])) == 30
+    assert Path(report["test"]["confusion_png"]).stat().st_size > 1000
+    assert len(report["test"]["misclassified"]) == round(30 * (1 - evaluation.accuracy))
     assert 0.0 <= evaluation.macro_f1 <= 1.0
 
 
@@ -61,3 +63,60 @@ def test_without_a_step_cap_epochs_set_the_length(tiny_model_dir: Path, snapshot
     train = TrainConfig(model_path=str(tiny_model_dir), device="cpu", cpu_max_length=16,
                         cpu_batch_size=16, cpu_max_steps=0, epochs=2)
     assert train_classifier(snapshot_data, LABELS, train, tmp_path / "m").steps == 8
+
+
+def test_killed_training_resumes_to_the_same_weights(tiny_model_dir: Path, snapshot_data: str,
+                                                    tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from tasks.finetune import TrainingInterrupted
+
+    train = TrainConfig(model_path=str(tiny_model_dir), device="cpu", cpu_max_length=32,
+                        cpu_batch_size=8, cpu_max_steps=8, epochs=2, checkpoint_every=3)
+    straight = train_classifier(snapshot_data, LABELS, train, tmp_path / "straight")
+    with pytest.raises(TrainingInterrupted):
+        train_classifier(snapshot_data, LABELS, train, tmp_path / "killed", stop_after=5)
+    resumed = train_classifier(snapshot_data, LABELS, train, tmp_path / "killed")
+    assert resumed.resumed_from == 3 and resumed.steps == straight.steps == 8
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch_equal(a[k], b[k]) for k in a)
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return bool(torch.equal(x, y))
+
+
+def test_length_grouped_batches_cover_every_row_once_with_less_padding() -> None:
+    from tasks.finetune import length_grouped_batches
+
+    lengths = [5, 100, 6, 98, 7, 99, 5, 101] * 10
+    batches = length_grouped_batches(lengths, 4, seed=1)
+    assert sorted(i for b in batches for i in b) == list(range(80))
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    assert padded < 0.7 * 80 * 101
+    assert batches == length_grouped_batches(lengths, 4, seed=1)
+
+
+def test_class_weights_only_when_imbalanced() -> None:
+    from tasks.finetune import class_weights
+
+    assert class_weights(["a", "b"] * 5, ["a", "b"], 1.5) is None
+    weights = class_weights(["a"] * 8 + ["b"] * 2, ["a", "b"], 1.5)
+    assert weights == pytest.approx([10 / 16, 10 / 4])
+
+
+def test_early_stopping_keeps_the_best_validation_model(tiny_model_dir: Path,
+                                                       tmp_path: Path) -> None:
+    rows = pd.DataFrame(topic_rows(90, seed=5, prefix="s"))
+    rows["split"] = ["train", "validation", "test"] * 30
+    rows.to_parquet(tmp_path / "data.parquet")
+    train = TrainConfig(model_path=str(tiny_model_dir), device="cpu", cpu_max_length=16,
+                        cpu_batch_size=4, cpu_max_steps=60, epochs=20, cpu_eval_every=2,
+                        patience=2, cpu_learning_rate=1e-6)
+    result = train_classifier(str(tmp_path / "data.parquet"), LABELS, train, tmp_path / "m")
+    assert result.best_validation_macro_f1 is not None
+    assert result.stopped_early and result.steps < 60

@@ -50,7 +50,10 @@ def test_nightly_flow_registers_a_model_with_lineage(small_config: Config) -> No
     [dataset] = run.inputs.dataset_inputs
     assert dataset.dataset.digest == result.snapshot.digest[:32]
     assert dataset.dataset.source and result.snapshot.data_path in dataset.dataset.source
-    assert "test_macro_f1" in run.data.metrics
+    assert "test_macro_f1" in run.data.metrics and "golden_macro_f1" in run.data.metrics
+    assert champion.tags["finegate.promotion"] == "promoted to champion"
+    assert "first model" in champion.tags["finegate.promotion.reasons"]
+    assert "# finegate-classifier" in champion.description
     artifacts = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "quality")}
     assert {"scorecard.json", "gate.json", "evaluation.json"} <= artifacts
     assert client.list_artifacts(run.info.run_id, "data_docs")
@@ -68,7 +71,11 @@ def test_nightly_flow_registers_a_model_with_lineage(small_config: Config) -> No
     assert third.drops_ingested == ["day3"] and third.trained
     assert third.accounting["rows_read"] == 129 + 12 and third.accounting["holds"]
     assert third.snapshot.rows == result.snapshot.rows + 12
-    assert third.registered.version == "2" and third.registered.aliases == ["challenger"]
+    assert third.registered.version == "2" and "challenger" in third.registered.aliases
+    decided = client.get_model_version(small_config.model_name, "2").tags
+    assert decided["finegate.promotion.set"] == "golden"
+    assert ("champion" in third.registered.aliases) == (
+        decided["finegate.promotion"] == "promoted to champion")
     history = json.loads((Path(small_config.lake_path) / "curated" / "history.json").read_text())
     assert [h["snapshot"] for h in history] == [result.snapshot.digest, third.snapshot.digest]
     drift = json.loads(Path(third.scorecard_path).read_text())["drift"]

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+
+from finegate.config import PromotionConfig
+from tasks.promote import (
+    CHAMPION,
+    champion_history,
+    decide_promotion,
+    mcnemar_worse_p,
+    rollback_champion,
+    set_champion,
+)
+
+LABELS = ["a", "b", "c"]
+TRUTH = ["a", "b", "c"] * 20
+RULES = PromotionConfig(tolerance=0.01, min_class_recall=0.5, alpha=0.05)
+
+
+def with_errors(n: int, wrong_label: str = "a", only: str | None = None) -> list[str]:
+    """TRUTH with the first ``n`` rows (of class ``only``, if given) predicted wrong."""
+    predicted, errors = list(TRUTH), 0
+    for i, label in enumerate(TRUTH):
+        if errors < n and label != wrong_label and (only is None or label == only):
+            predicted[i] = wrong_label
+            errors += 1
+    return predicted
+
+
+def test_first_model_becomes_champion() -> None:
+    decision = decide_promotion(TRUTH, with_errors(30), None, LABELS, RULES)
+    assert decision.promote and "first model" in decision.reasons[0]
+
+
+def test_better_challenger_is_promoted() -> None:
+    decision = decide_promotion(TRUTH, with_errors(2), with_errors(8), LABELS, RULES)
+    assert decision.promote
+    assert decision.numbers["challenger_macro_f1"] > decision.numbers["champion_macro_f1"]
+
+
+def test_worse_challenger_is_not_promoted() -> None:
+    decision = decide_promotion(TRUTH, with_errors(12), with_errors(2), LABELS, RULES)
+    assert not decision.promote
+    assert any("below the champion's" in r for r in decision.reasons)
+    assert any("McNemar" in r for r in decision.reasons)
+
+
+def test_class_recall_floor_blocks_promotion() -> None:
+    # better overall than a champion that is bad everywhere, but class c collapses
+    challenger = with_errors(12, wrong_label="a", only="c")
+    champion = [p if i % 3 else "c" for i, p in enumerate(with_errors(20))]
+    decision = decide_promotion(TRUTH, challenger, champion, LABELS, RULES)
+    assert not decision.promote
+    assert any("recall below the floor 0.5: c 0.40" in r for r in decision.reasons)
+
+
+def test_mcnemar_only_counts_disagreements() -> None:
+    assert mcnemar_worse_p(TRUTH, TRUTH, TRUTH) == 1.0
+    assert mcnemar_worse_p(TRUTH, with_errors(10), TRUTH) < 0.01
+    assert mcnemar_worse_p(TRUTH, TRUTH, with_errors(10)) == 1.0
+
+
+def test_manual_promote_and_rollback_keep_history(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("m")
+    versions = [client.create_model_version("m", source=f"file:///tmp/m{i}").version
+                for i in range(3)]
+    for version in versions:
+        set_champion(client, "m", str(version))
+    assert champion_history(client, "m") == ["1", "2", "3"]
+    assert rollback_champion(client, "m") == "2"
+    assert str(client.get_model_version_by_alias("m", CHAMPION).version) == "2"
+    assert rollback_champion(client, "m") == "1"
+    with pytest.raises(ValueError, match="no earlier champion"):
+        rollback_champion(client, "m")
