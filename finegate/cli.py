@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,13 +22,14 @@ CONFIG_OPTION = typer.Option(None, "--config", "-c", envvar="FINEGATE_CONFIG",
 
 
 def _run(config: Config) -> NightlyResult:
+    from finegate.lake import LakeBusy
     from flows.nightly import run_nightly
     from tasks.quality import AccountingError
     from tasks.validate import QualityGateFailed
 
     try:
         return run_nightly(config)
-    except (QualityGateFailed, AccountingError) as err:
+    except (QualityGateFailed, AccountingError, LakeBusy) as err:
         typer.secho(f"\nFinegate stopped the run before shipping a model:\n{err}",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from err
@@ -77,14 +79,17 @@ def serve(config: Path | None = CONFIG_OPTION,
     from flows.nightly import serve_nightly
 
     settings = load_config(config)
-    serve_nightly(settings, cron or settings.schedule.cron,
-                  timezone or settings.schedule.timezone)
+    if config:  # served runs load the config themselves when they start
+        os.environ["FINEGATE_CONFIG"] = str(config.resolve())
+    serve_nightly(cron or settings.schedule.cron, timezone or settings.schedule.timezone)
 
 
 def _registry(config: Config):
     from mlflow import MlflowClient
 
-    uri = config.tracking_uri()
+    from tasks.register import mlflow_uri
+
+    uri = mlflow_uri(config)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -7,12 +7,13 @@ Environment variables override the YAML: ``FINEGATE_LAKE_PATH=/data/lake`` sets 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 ENV_PREFIX = "FINEGATE_"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +137,8 @@ class Config(BaseModel):
         default_factory=dict, description="variant -> canonical label, e.g. {sport: sports}"
     )
     expectations_path: str = str(PROJECT_ROOT / "expectations")
-    mlflow_tracking_uri: str = ""  # empty = sqlite:///<lake>/mlflow.db
+    # A secret: it may carry credentials (https://user:token@host). Shown and logged redacted.
+    mlflow_tracking_uri: SecretStr = SecretStr("")  # empty = sqlite:///<lake>/mlflow.db
     mlflow_experiment: str = "finegate"
     model_name: str = "finegate-classifier"
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -156,8 +158,18 @@ class Config(BaseModel):
         return labels
 
     def tracking_uri(self) -> str:
-        """MLflow tracking URI; by default a SQLite file inside the lake."""
-        return self.mlflow_tracking_uri or f"sqlite:///{Path(self.lake_path).resolve()}/mlflow.db"
+        """MLflow tracking URI (with any credentials); by default SQLite inside the lake."""
+        uri = self.mlflow_tracking_uri.get_secret_value()
+        return uri or f"sqlite:///{Path(self.lake_path).resolve()}/mlflow.db"
+
+    def public_tracking_uri(self) -> str:
+        """The tracking URI with any password or token masked, for logs and reports."""
+        return redact_uri(self.tracking_uri())
+
+
+def redact_uri(uri: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` (other URIs unchanged)."""
+    return re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", uri)
 
 
 def _set_nested(data: dict[str, Any], keys: list[str], value: str) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +73,35 @@ class Lake:
         path = self.root / "_staging" / uuid.uuid4().hex
         path.mkdir(parents=True)
         return path
+
+
+class LakeBusy(RuntimeError):
+    """Another run holds the lake's lock."""
+
+
+@contextmanager
+def lake_lock(lake: Lake) -> Iterator[None]:
+    """Hold the lake's exclusive lock for a run; refuse at once if another run holds it."""
+    path = lake.root / ".lock"
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise LakeBusy(f"another Finegate run holds the lock of the lake {lake.root} "
+                           f"({holder}); two runs must not write one lake at once - wait for "
+                           "it to finish (deployments queue runs with a concurrency limit of 1)"
+                           ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def replace_dir(staged: Path, target: Path) -> None:

@@ -20,7 +20,7 @@ from prefect.runtime import flow_run
 from prefect.schedules import Cron
 
 from finegate.config import Config, load_config
-from finegate.lake import Lake
+from finegate.lake import Lake, lake_lock
 from tasks.clean import clean
 from tasks.dedup import dedup
 from tasks.evaluate import EvaluationResult, evaluate
@@ -60,7 +60,7 @@ def nightly(config: Config | None = None) -> NightlyResult:
     how deployments run it.
     """
     config = config or load_config()
-    with dask_cluster(config) as client:
+    with lake_lock(Lake.at(config.lake_path)), dask_cluster(config) as client:
         print(f"Dask cluster: {client.dashboard_link or client.scheduler.address}")
         return nightly_stages(config)
 
@@ -151,23 +151,27 @@ def run_nightly(config: Config) -> NightlyResult:
     return nightly(config)
 
 
-def nightly_deployment(config: Config, cron: str, timezone: str) -> RunnerDeployment:
-    """The nightly deployment: a cron schedule, and never two runs at once."""
+def nightly_deployment(cron: str, timezone: str) -> RunnerDeployment:
+    """The nightly deployment: a cron schedule, and never two runs at once.
+
+    Runs load their config when they start (``FINEGATE_CONFIG`` + ``FINEGATE_*``), so secrets
+    never travel as flow parameters.
+    """
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
     return nightly.to_deployment(
         name="nightly", schedules=[Cron(cron, timezone=timezone)],
         concurrency_limit=ConcurrencyLimitConfig(
             limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
-        parameters={"config": config.model_dump(mode="json")}, tags=["finegate"],
+        tags=["finegate"],
         description="Finegate nightly run (finegate serve)")
 
 
-def serve_nightly(config: Config, cron: str, timezone: str) -> None:
+def serve_nightly(cron: str, timezone: str) -> None:
     """Serve the nightly deployment from this process until interrupted."""
     from prefect import serve
 
-    serve(nightly_deployment(config, cron, timezone))
+    serve(nightly_deployment(cron, timezone))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ SILVER_SCHEMA = BRONZE_SCHEMA.append(pa.field("text_hash", pa.string()))
 _SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]+>")
 _WHITESPACE = re.compile(r"\s+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,12 @@ class CleanResult:
 
 
 def normalise_text(text: str) -> str:
-    """Strip HTML (tags, scripts, entities), apply Unicode NFKC and collapse whitespace."""
+    """Strip HTML (tags, scripts, entities) and control characters (NUL...), apply Unicode
+    NFKC and collapse whitespace."""
     if "<" in text:
         text = _TAG.sub(" ", _SCRIPT_OR_STYLE.sub(" ", text))
     text = unicodedata.normalize("NFKC", html.unescape(text))
-    return _WHITESPACE.sub(" ", text).strip()
+    return _WHITESPACE.sub(" ", _CONTROL.sub(" ", text)).strip()
 
 
 def label_key(label: str) -> str:

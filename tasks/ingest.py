@@ -71,6 +71,11 @@ def list_drops(landing: Path) -> list[str]:
     return sorted(p.name for p in landing.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, with symlinks and ``..`` resolved, stays under ``root``."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
 def decode_bytes(data: bytes) -> tuple[str, list[str]]:
     """Decode UTF-8 (with or without BOM); fall back to cp1252 and flag the row."""
     try:
@@ -137,9 +142,14 @@ def _file_problem(reason: str, *, drop: str, source: str, raw: str) -> dict[str,
 
 def parse_file(path: Path, landing: Path, drop: str) -> list[dict[str, Any]]:
     """Parse one landing file into rows (good and quarantined)."""
-    source, source_key = path.resolve().as_uri(), path.relative_to(landing).as_posix()
+    source_key = path.relative_to(landing).as_posix()
+    source = (landing.resolve() / source_key).as_uri()
     common = {"drop": drop, "source": source, "source_key": source_key}
     suffix = path.suffix.lower()
+    if not inside(path, landing):
+        return [_file_problem(f"file resolves outside the landing zone ({path.resolve()}); "
+                              "symlinks out of the landing zone are not read", drop=drop,
+                              source=source, raw="")]
     try:
         if suffix == ".parquet":
             records = pq.read_table(path).to_pylist()
@@ -245,8 +255,7 @@ def ingest_drop(landing: Path, drop: str, lake: Lake, txt_files_per_partition: i
     """Parse one drop in parallel partitions; write bronze and ingest quarantine Parquet."""
     import dask
 
-    files = sorted(p for p in (landing / drop).rglob("*")
-                   if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in (landing / drop).rglob("*") if p.is_file())
     staged = lake.staging()
     bronze, quarantine = staged / "bronze", staged / "quarantine"
     partitions = plan_partitions(files, txt_files_per_partition) or [[]]

@@ -20,7 +20,7 @@ from prefect import task
 
 from finegate.config import Config
 from finegate.lake import Lake, read_json, write_json
-from tasks.ingest import list_drops
+from tasks.ingest import inside, list_drops
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,11 @@ def scan_drop(landing: Path, drop: str, known: dict[str, Any]) -> dict[str, Any]
         stat = path.stat()
         old = known.get(relpath)
         unchanged = old and old["size"] == stat.st_size and old["mtime_ns"] == stat.st_mtime_ns
-        files[relpath] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                          "sha256": old["sha256"] if unchanged else file_sha256(path)}
+        if not inside(path, landing):  # never read outside the landing zone (ingest quarantines)
+            digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()
+        else:
+            digest = old["sha256"] if unchanged else file_sha256(path)
+        files[relpath] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
     fingerprint = hashlib.sha256("\n".join(
         f"{rel}\t{meta['sha256']}" for rel, meta in files.items()).encode()).hexdigest()
     return {"fingerprint": fingerprint, "files": files}

@@ -121,8 +121,9 @@ def promote_challenger(config: Config, version: str, report_path: str) -> Promot
 
     from tasks.evaluate import predict
     from tasks.finetune import pick_device
+    from tasks.register import mlflow_uri
 
-    uri = config.tracking_uri()
+    uri = mlflow_uri(config)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     name = config.model_name
     report = read_json(Path(report_path))

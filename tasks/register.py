@@ -9,10 +9,12 @@ whether it becomes ``champion``.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pyarrow.parquet as pq
 from prefect import task
@@ -50,6 +52,22 @@ def code_version(root: Path = PROJECT_ROOT) -> str:
     return f"{commit}+dirty" if dirty else commit
 
 
+def mlflow_uri(config: Config) -> str:
+    """The tracking URI to hand to MLflow, without credentials.
+
+    MLflow prints its URI in logs ("View run at ..."), so credentials written in the configured
+    URI (``https://user:token@host``) move to MLflow's ``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD`` variables of this process instead.
+    """
+    parts = urlsplit(config.tracking_uri())
+    if not parts.password:
+        return config.tracking_uri()
+    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username or "")
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port
+                                                               else "")))
+
+
 def ensure_experiment(config: Config) -> str:
     """The experiment id; with the default SQLite store its artifacts live inside the lake."""
     import mlflow
@@ -58,7 +76,7 @@ def ensure_experiment(config: Config) -> str:
     if experiment is not None:
         return experiment.experiment_id
     location = None
-    if not config.mlflow_tracking_uri:
+    if not config.mlflow_tracking_uri.get_secret_value():
         location = (Lake.at(config.lake_path).root / "mlartifacts").as_uri()
     return mlflow.create_experiment(config.mlflow_experiment, artifact_location=location)
 
@@ -122,7 +140,7 @@ def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, 
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    mlflow.set_tracking_uri(config.tracking_uri())
+    mlflow.set_tracking_uri(mlflow_uri(config))
     experiment_id = ensure_experiment(config)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.log_params({f"train.{k}": v for k, v in trained.params.items()})
@@ -171,7 +189,7 @@ def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, 
     client.set_model_version_tag(config.model_name, version, SNAPSHOT_TAG, snapshot.digest)
     client.update_model_version(config.model_name, version, description=card)
     client.set_registered_model_alias(config.model_name, CHALLENGER, version)
-    return RegisterResult(tracking_uri=config.tracking_uri(), run_id=run.info.run_id,
+    return RegisterResult(tracking_uri=config.public_tracking_uri(), run_id=run.info.run_id,
                           model_name=config.model_name, version=version, aliases=[CHALLENGER])
 
 
@@ -180,7 +198,8 @@ def find_registered(config: Config, digest: str) -> RegisterResult | None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=config.tracking_uri(), registry_uri=config.tracking_uri())
+    uri = mlflow_uri(config)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         versions = client.search_model_versions(f"name='{config.model_name}'")
     except MlflowException:
@@ -189,7 +208,7 @@ def find_registered(config: Config, digest: str) -> RegisterResult | None:
         if version.tags.get(SNAPSHOT_TAG) == digest:
             # search results do not carry aliases: read the version itself
             found = client.get_model_version(config.model_name, version.version)
-            return RegisterResult(tracking_uri=config.tracking_uri(), run_id=found.run_id,
+            return RegisterResult(tracking_uri=config.public_tracking_uri(), run_id=found.run_id,
                                   model_name=config.model_name, version=str(found.version),
                                   aliases=sorted(found.aliases))
     return None
@@ -201,7 +220,7 @@ def registered_for(config: Config, digest: str) -> RegisterResult | None:
     return find_registered(config, digest)
 
 
-@task(name="register")
+@task(name="register", retries=2, retry_delay_seconds=2)
 def register(config: Config, snapshot: SnapshotResult, quality_path: str, gate_path: str,
              trained: FinetuneResult, evaluation: EvaluationResult, flow_run_id: str,
              run_name: str) -> RegisterResult:

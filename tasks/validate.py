@@ -13,6 +13,7 @@ inside the lake, whose Data Docs are copied into the run folder.
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import threading
@@ -282,10 +283,11 @@ def validate(config: Config, data_path: str, scorecard: dict[str, Any], run_dir:
         with get_dask_client():
             result = validate_snapshot(data_path, scorecard, config, Path(run_dir), run_name)
     except QualityGateFailed as failure:
+        # found values are user data: escaped, so a label like <script> stays text
         create_markdown_artifact(key="finegate-gate", markdown=f"# Quality gate: FAILED\n\n"
-                                 f"{failure}", description="Why the run stopped")
+                                 f"{html.escape(str(failure))}", description="Why the run stopped")
         raise
-    lines = [f"- warning: {w}" for w in result.warnings] or ["- no warnings"]
+    lines = [f"- warning: {html.escape(w)}" for w in result.warnings] or ["- no warnings"]
     create_markdown_artifact(
         key="finegate-gate", description="Quality gate result",
         markdown="\n".join(["# Quality gate: passed", *lines,

@@ -34,3 +34,23 @@ def test_split_shares_must_add_up() -> None:
 def test_missing_config_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_config(tmp_path / "nope.yaml", env={})
+
+
+def test_secret_uri_is_redacted_and_hidden_from_dumps() -> None:
+    config = load_config(env={"FINEGATE_MLFLOW_TRACKING_URI": "https://bob:tok3n@ml.example:443"})
+    assert config.tracking_uri() == "https://bob:tok3n@ml.example:443"
+    assert config.public_tracking_uri() == "https://bob:***@ml.example:443"
+    assert "tok3n" not in config.model_dump_json() and "tok3n" not in repr(config)
+
+
+def test_credentials_move_out_of_the_uri_mlflow_sees(monkeypatch) -> None:
+    import os
+
+    from tasks.register import mlflow_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    config = load_config(env={"FINEGATE_MLFLOW_TRACKING_URI": "https://bob:tok3n@ml.example:8443"})
+    assert mlflow_uri(config) == "https://ml.example:8443"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "tok3n"
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")

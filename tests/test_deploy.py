@@ -50,7 +50,7 @@ def test_stack_config_points_at_the_compose_services() -> None:
     services = compose()["services"]
     host, port = config.dask.scheduler_address.removeprefix("tcp://").split(":")
     assert host in services and f"{port}:{port}" in services[host]["ports"]
-    host, port = config.mlflow_tracking_uri.removeprefix("http://").split(":")
+    host, port = config.tracking_uri().removeprefix("http://").split(":")
     assert host in services and f"{port}:{port}" in services[host]["ports"]
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert "COPY deploy/finegate.yaml /etc/finegate/finegate.yaml" in dockerfile
@@ -74,10 +74,9 @@ def test_prefect_yaml_deploys_the_nightly_flow_nightly_one_at_a_time() -> None:
 
 
 def test_served_deployment_has_cron_timezone_and_concurrency_one(tmp_path: Path) -> None:
-    config = load_config(env={"FINEGATE_LAKE_PATH": str(tmp_path)})
-    deployment = nightly_deployment(config, "30 1 * * *", "Europe/Paris")
+    deployment = nightly_deployment("30 1 * * *", "Europe/Paris")
     [schedule] = deployment.schedules
     assert schedule.schedule.cron == "30 1 * * *"
     assert schedule.schedule.timezone == "Europe/Paris"
     assert deployment.concurrency_limit == 1
-    assert deployment.parameters["config"]["lake_path"] == str(tmp_path)
+    assert deployment.parameters == {}  # runs load their config (and secrets) themselves

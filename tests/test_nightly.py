@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from pydantic import SecretStr
 
 from finegate.config import Config, DaskConfig
 from flows.nightly import run_nightly
@@ -119,3 +120,31 @@ def test_failing_gate_stops_before_training(small_config: Config, tmp_path: Path
     assert not list((Path(config.lake_path) / "runs").glob("*/model"))
     client = MlflowClient(tracking_uri=config.tracking_uri(), registry_uri=config.tracking_uri())
     assert client.search_registered_models() == []
+
+
+def test_unreachable_mlflow_fails_clearly_and_keeps_the_data(small_config: Config,
+                                                             monkeypatch) -> None:
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    config = small_config.model_copy(update={"mlflow_tracking_uri": SecretStr(
+        "http://127.0.0.1:9")})
+    with pytest.raises(MlflowException, match="127.0.0.1:9"):
+        run_nightly(config)
+    lake = Path(config.lake_path)
+    [snapshot_dir] = list((lake / "curated" / "snapshots").iterdir())
+    assert pq.read_table(snapshot_dir / "data").num_rows == 120
+    assert json.loads((snapshot_dir / "scorecard.json").read_text())["accounting"]["holds"]
+    assert list((lake / "models").glob("*/model.safetensors"))  # trained, just not shipped
+    assert not (lake / "mlflow.db").exists()
+    assert sorted(json.loads((lake / "ledger.json").read_text())["drops"]) == ["day1", "day2"]
+
+
+def test_a_second_run_on_a_busy_lake_is_refused(small_config: Config) -> None:
+    from finegate.lake import Lake, LakeBusy, lake_lock
+
+    with lake_lock(Lake.at(small_config.lake_path)), pytest.raises(LakeBusy,
+                                                                    match="holds the lock"):
+        run_nightly(small_config)
+    assert not (Path(small_config.lake_path) / "ledger.json").exists()

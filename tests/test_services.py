@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -134,10 +135,12 @@ def test_flow_on_real_prefect_mlflow_and_dask(prefect_server: str, mlflow_server
                                               tiny_model_dir: Path, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
+    secret = "s3cr3t-t0ken-42"  # a fake credential in the MLflow URI: must never leak
     config = tmp_path / "finegate.yaml"
     config.write_text(yaml.safe_dump({
         "landing_path": str(dirty_landing), "lake_path": str(tmp_path / "lake"),
-        "labels": LABELS, "mlflow_tracking_uri": mlflow_server,
+        "labels": LABELS,
+        "mlflow_tracking_uri": mlflow_server.replace("http://", f"http://alice:{secret}@"),
         "dask": {"scheduler_address": dask_scheduler},
         "label_quality": {"policy": "flag"},
         "train": {"model_path": str(tiny_model_dir), "device": "cpu", "cpu_max_steps": 3,
@@ -167,3 +170,16 @@ def test_flow_on_real_prefect_mlflow_and_dask(prefect_server: str, mlflow_server
     champion = client.get_model_version_by_alias("finegate-classifier", "champion")
     assert champion.version == "1"
     assert client.list_artifacts(champion.run_id, "quality")
+
+    # The secret is nowhere: output, Prefect parameters and logs, MLflow, the lake's files.
+    assert secret not in run.stdout + run.stderr
+    assert "alice:***@" in run.stdout
+    assert secret not in json.dumps(flow_run["parameters"])
+    logs = httpx.post(f"{prefect_server}/logs/filter", json={"limit": 200}).json()
+    assert logs and secret not in json.dumps(logs)
+    mlflow_run = client.get_run(champion.run_id)
+    assert secret not in json.dumps({**mlflow_run.data.params, **mlflow_run.data.tags})
+    assert secret not in (champion.description or "")
+    for path in (tmp_path / "lake").rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert secret.encode() not in path.read_bytes(), path
