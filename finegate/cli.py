@@ -48,6 +48,7 @@ def print_result(result: NightlyResult, config: Config) -> None:
         f"  rows read        {a['rows_read']} = curated {a['curated']} + quarantined "
         f"{a['quarantined']} + duplicates {a['duplicates']}",
         f"  snapshot         {result.snapshot.path}",
+        f"  report           {result.report}",
         f"  scorecard        {result.scorecard_path}",
         f"  quality gate     {result.gate_path}",
         f"  GX Data Docs     {result.data_docs}",
@@ -119,6 +120,19 @@ def rollback(config: Path | None = CONFIG_OPTION) -> None:
         typer.secho(str(err), fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1) from err
     typer.echo(f"models:/{settings.model_name}@champion is back to version {version}")
+
+
+RUN_DIR_ARGUMENT = typer.Argument(..., help="A run folder: <lake>/runs/<run>")
+
+
+@app.command("report")
+def report_command(run_dir: Path = RUN_DIR_ARGUMENT) -> None:
+    """Re-render the HTML quality report of a finished run."""
+    from finegate.lake import read_json
+    from tasks.report import render_report
+
+    path = render_report(read_json(run_dir / "run.json"), run_dir / "report.html")
+    typer.echo(f"report: {path}")
 
 
 WORKSPACE_OPTION = typer.Option(Path("demo-workspace"),

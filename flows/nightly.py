@@ -31,6 +31,7 @@ from tasks.ledger import ledger_drops, plan, record
 from tasks.promote import promote
 from tasks.quality import accounting, quality
 from tasks.register import RegisterResult, find_registered, register, registered_for
+from tasks.report import report
 from tasks.snapshot import SnapshotResult, build_snapshot
 from tasks.split import split
 from tasks.validate import validate
@@ -50,6 +51,7 @@ class NightlyResult:
     registered: RegisterResult
     trained: bool
     accounting: dict[str, Any]
+    report: str
 
 
 @flow(name="finegate-nightly", log_prints=True)
@@ -98,12 +100,20 @@ def nightly_stages(config: Config) -> NightlyResult:
         print(f"snapshot {snapshot.digest[:16]} is unchanged since model version "
               f"{registered.version}: no retraining, no new version")
     rows = accounting(config, rows_read, snapshot)
+    page = report(config, {
+        "run_name": run_name, "run_dir": run_dir, "scorecard_path": scored.scorecard_path,
+        "gate_path": gate.gate_path, "data_path": snapshot.data_path,
+        "duplicates_path": snapshot.duplicates_path, "decisions_path": reviewed.decisions_path,
+        "quarantine_dir": str(Lake.at(config.lake_path).root / "quarantine"),
+        "evaluation_path": evaluation.report_path if evaluation else None,
+        "mlflow": f"{registered.tracking_uri} models:/{registered.model_name}/{registered.version}",
+    })
 
     result = NightlyResult(run_dir=run_dir, drops_ingested=drops.to_ingest, snapshot=snapshot,
                            scorecard_path=scored.scorecard_path, gate_path=gate.gate_path,
                            data_docs=gate.data_docs, evaluation=evaluation,
                            registered=registered, trained=evaluation is not None,
-                           accounting=rows)
+                           accounting=rows, report=page)
     create_markdown_artifact(key="finegate-nightly", markdown=summary_markdown(result),
                              description="Finegate nightly run summary")
     return result

@@ -106,6 +106,9 @@ def _gx_context(root: Path | None) -> Any:
 
 
 _local = threading.local()
+# GX's expectation-parameter parser is not thread-safe: one validation at a time per process
+# (workers are processes, so partitions still validate in parallel across the cluster).
+_gx_lock = threading.Lock()
 
 
 def _worker_context() -> Any:
@@ -121,10 +124,12 @@ def validate_partition(path: str, suite_json: dict[str, Any], parameters: dict[s
     import pyarrow.parquet as pq
 
     frame = pq.read_table(path, columns=ROW_COLUMNS).to_pandas()
-    context = _worker_context()
-    definition = _validation_definition(context, _suite(context, suite_json), suite_json["name"])
-    return definition.run(batch_parameters={"dataframe": frame},
-                          expectation_parameters=parameters, result_format="SUMMARY")
+    with _gx_lock:
+        context = _worker_context()
+        definition = _validation_definition(context, _suite(context, suite_json),
+                                            suite_json["name"])
+        return definition.run(batch_parameters={"dataframe": frame},
+                              expectation_parameters=parameters, result_format="SUMMARY")
 
 
 def combine_partition_results(parts: list[Any]) -> Any:
