@@ -122,6 +122,28 @@ def rollback(config: Path | None = CONFIG_OPTION) -> None:
     typer.echo(f"models:/{settings.model_name}@champion is back to version {version}")
 
 
+@app.command()
+def experiment(config: Path | None = CONFIG_OPTION,
+               snapshot: Path | None = typer.Option(
+                   None, help="Snapshot data folder/file; default: the BBC demo data."),
+               noise: str = typer.Option("0,0.1,0.2,0.4", help="Label-noise rates."),
+               fractions: str = typer.Option("0.1,0.25,0.5,1", help="Data fractions."),
+               model: str = typer.Option("tfidf", help="tfidf (fast) or finetune (the "
+                                                        "configured transformer)."),
+               out: Path | None = typer.Option(None, help="Output folder.")) -> None:
+    """Quality vs quantity: macro-F1 over label noise × data fraction × cleaning."""
+    from finegate.demo import demo_snapshot
+    from flows.quality_vs_quantity import quality_vs_quantity
+
+    settings = load_config(config)
+    data = snapshot or demo_snapshot(Path(settings.lake_path) / "experiments" / "bbc.parquet")
+    result = quality_vs_quantity(settings, str(data), [float(v) for v in noise.split(",")],
+                                 [float(v) for v in fractions.split(",")], model,
+                                 str(out) if out else None)
+    typer.echo(f"{result['cells']} cells -> {result['out_dir']} (MLflow run "
+               f"{result['mlflow_run_id']}); matching point: {result['matching_point']}")
+
+
 RUN_DIR_ARGUMENT = typer.Argument(..., help="A run folder: <lake>/runs/<run>")
 
 

@@ -112,3 +112,27 @@ def write_demo_config(workspace: Path) -> Path:
         "evaluation": {"golden_path": str((workspace / "golden.jsonl").resolve())},
     }))
     return path
+
+
+def demo_snapshot(path: Path) -> Path:
+    """BBC News as one snapshot-like Parquet file (cleaned, exact duplicates removed, stable
+    split), for ``finegate experiment`` without a lake."""
+    from finegate.config import SplitConfig
+    from tasks.clean import normalise_text, text_hash
+    from tasks.split import assign_split
+
+    rows = []
+    for file in sorted(corpus_root().glob("*/*.txt")):
+        raw = file.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("cp1252")
+        rows.append({"id": f"bbc-{file.parent.name}-{file.stem}", "text": normalise_text(text),
+                     "label": file.parent.name})
+    frame = pd.DataFrame(rows)
+    frame = frame.loc[~frame["text"].map(text_hash).duplicated()].reset_index(drop=True)
+    frame["split"] = assign_split(frame["id"], SplitConfig())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path)
+    return path
