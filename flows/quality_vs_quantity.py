@@ -132,12 +132,13 @@ def plot(results: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = dict(zip(sorted(results["noise"].unique()), plt.cm.tab10.colors, strict=False))
     for (noise, cleaning), part in results.groupby(["noise", "cleaning"]):
         part = part.sort_values("fraction")
-        style = "-" if cleaning else "--"
-        label = f"noise {noise:.0%} {'cleaned' if cleaning else 'raw'}"
-        left.plot(part["fraction"], part["eval_macro_f1"], style, marker="o", label=label)
-        right.plot(part["fraction"], part["generalisation_gap"], style, marker="o", label=label)
+        style = {"linestyle": "-" if cleaning else "--", "marker": "o", "color": colours[noise],
+                 "label": f"noise {noise:.0%} {'cleaned' if cleaning else 'raw'}"}
+        left.plot(part["fraction"], part["eval_macro_f1"], **style)
+        right.plot(part["fraction"], part["generalisation_gap"], **style)
     left.set(xlabel="fraction of the training data", ylabel="macro-F1 on clean data",
              title="Quality vs quantity")
     right.set(xlabel="fraction of the training data", ylabel="train macro-F1 - eval macro-F1",
@@ -223,7 +224,8 @@ def quality_vs_quantity(config: Config, data_path: str, noise_rates: list[float]
                                    "label": names})
     else:
         evaluation = frame.loc[frame["split"] == "test"].reset_index(drop=True)
-    out = Path(out_dir or Lake.at(config.lake_path).root / "experiments" / "quality_vs_quantity")
+    out = Path(out_dir or Lake.at(config.lake_path).root / "experiments" / "quality_vs_quantity"
+               ).resolve()
     out.mkdir(parents=True, exist_ok=True)
     train.to_parquet(out / "train.parquet")
     evaluation.to_parquet(out / "evaluation.parquet")
