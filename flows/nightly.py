@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from distributed import Client, LocalCluster
@@ -34,7 +35,7 @@ from tasks.register import RegisterResult, find_registered, register, registered
 from tasks.report import report
 from tasks.snapshot import SnapshotResult, build_snapshot
 from tasks.split import split
-from tasks.validate import validate
+from tasks.validate import QualityGateFailed, validate
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,15 @@ def nightly_stages(config: Config) -> NightlyResult:
     snapshot = build_snapshot(config, list(history), duplicates, reviewed)
     rows_read = sum(history.values())
     scored = quality(config, rows_read, snapshot, duplicates, reviewed)
-    gate = validate(config, snapshot.data_path, scored.scorecard, run_dir, run_name)
+    page = {"run_name": run_name, "run_dir": run_dir, "scorecard_path": scored.scorecard_path,
+            "gate_path": str(Path(run_dir) / "gate.json"), "data_path": snapshot.data_path,
+            "duplicates_path": snapshot.duplicates_path, "decisions_path": reviewed.decisions_path,
+            "quarantine_dir": str(Lake.at(config.lake_path).root / "quarantine")}
+    try:
+        gate = validate(config, snapshot.data_path, scored.scorecard, run_dir, run_name)
+    except QualityGateFailed:
+        report(config, page)  # a stopped night is the one whose report matters most
+        raise
     split(config, snapshot.data_path)
 
     registered = registered_for(config, snapshot.digest)
@@ -94,26 +103,22 @@ def nightly_stages(config: Config) -> NightlyResult:
         evaluation = evaluate(config, trained.model_dir, snapshot.data_path, run_dir)
         registered = register(config, snapshot, scored.scorecard_path, gate.gate_path, trained,
                               evaluation, str(flow_run.get_id() or ""), run_name)
-        promote(config, registered.version, evaluation.report_path)
-        registered = find_registered(config, snapshot.digest)  # with its aliases after promotion
     else:
         print(f"snapshot {snapshot.digest[:16]} is unchanged since model version "
               f"{registered.version}: no retraining, no new version")
+    if not registered.decided and registered.evaluation_report:  # new, or stopped before it
+        promote(config, registered.version, registered.evaluation_report)
+        registered = find_registered(config, snapshot.digest)  # with its aliases after promotion
     rows = accounting(config, rows_read, snapshot)
-    page = report(config, {
-        "run_name": run_name, "run_dir": run_dir, "scorecard_path": scored.scorecard_path,
-        "gate_path": gate.gate_path, "data_path": snapshot.data_path,
-        "duplicates_path": snapshot.duplicates_path, "decisions_path": reviewed.decisions_path,
-        "quarantine_dir": str(Lake.at(config.lake_path).root / "quarantine"),
-        "evaluation_path": evaluation.report_path if evaluation else None,
-        "mlflow": f"{registered.tracking_uri} models:/{registered.model_name}/{registered.version}",
-    })
+    report_page = report(config, {**page, "evaluation_path": registered.evaluation_report,
+                           "mlflow": f"{registered.tracking_uri} "
+                                     f"models:/{registered.model_name}/{registered.version}"})
 
     result = NightlyResult(run_dir=run_dir, drops_ingested=drops.to_ingest, snapshot=snapshot,
                            scorecard_path=scored.scorecard_path, gate_path=gate.gate_path,
                            data_docs=gate.data_docs, evaluation=evaluation,
                            registered=registered, trained=evaluation is not None,
-                           accounting=rows, report=page)
+                           accounting=rows, report=report_page)
     create_markdown_artifact(key="finegate-nightly", markdown=summary_markdown(result),
                              description="Finegate nightly run summary")
     return result

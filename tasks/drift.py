@@ -56,10 +56,13 @@ def oov_rate(new_texts: pd.Series, known: set[str]) -> float:
 def drift_metrics(current: pd.DataFrame, previous: pd.DataFrame | None) -> dict[str, Any]:
     """Drift of ``current`` (columns id, text, label, drop) against ``previous`` and history."""
     words = current["text"].str.split().str.len()
-    latest = current["drop"].max() if len(current) else None
-    newest, history = current[current["drop"] == latest], current[current["drop"] != latest]
+    if previous is not None and len(previous):
+        is_new = ~current["drop"].isin(set(previous["drop"]))  # tonight's drops, whatever names
+    else:  # first snapshot: its last drop in name order against the others
+        is_new = current["drop"] == (current["drop"].max() if len(current) else None)
+    newest, history = current[is_new], current[~is_new]
     metrics: dict[str, Any] = {
-        "new_drop": latest,
+        "new_drop": ",".join(sorted(newest["drop"].unique())) or None,
         "new_drop_label_linf": (linf_distance(label_shares(newest["label"]),
                                               label_shares(history["label"]))
                                 if len(newest) and len(history) else 0.0),

@@ -194,6 +194,8 @@ def train_classifier(data_path: str, labels: list[str], train: TrainConfig, out_
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         torch.set_rng_state(saved["rng"])
+        if device == "cuda" and saved.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         state, best_weights = saved["progress"], saved["best_weights"]
     else:
         best_weights = None
@@ -231,11 +233,11 @@ def train_classifier(data_path: str, labels: list[str], train: TrainConfig, out_
                         state["bad_evals"] += 1
                         stopped_early = state["bad_evals"] >= train.patience
                 if step % train.checkpoint_every == 0 or step == total or stopped_early:
-                    checkpoint.mkdir(parents=True, exist_ok=True)
-                    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "schedule": schedule.state_dict(), "rng": torch.get_rng_state(),
-                                "best_weights": best_weights, "progress": state},
-                               checkpoint / "state.pt")
+                    save_checkpoint(checkpoint, {
+                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), "rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if device == "cuda" else [],
+                        "best_weights": best_weights, "progress": state})
                 if stop_after is not None and step >= stop_after:
                     raise TrainingInterrupted(f"stopped after step {step} (checkpoint kept)")
                 if step >= total or stopped_early:
@@ -261,22 +263,34 @@ def train_classifier(data_path: str, labels: list[str], train: TrainConfig, out_
     )
 
 
+def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
+    """Write ``state.pt`` atomically: a kill while saving leaves the previous checkpoint intact."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / "state.pt.partial"
+    torch.save(state, partial)
+    os.replace(partial, folder / "state.pt")
+
+
 def model_dir(config: Config, snapshot: SnapshotResult) -> Path:
     """Where the model trained on a snapshot with this training config is kept."""
     settings = hashlib.sha256(config.train.model_dump_json().encode()).hexdigest()[:8]
     return Lake.at(config.lake_path).root / "models" / f"{snapshot.digest[:16]}-{settings}"
 
 
-def training_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Cache key of a training: lake, snapshot digest and training config (if the model exists).
+def training_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """Cache key of a training: lake, snapshot digest and training config, once the model exists.
 
     A retried or re-run flow that reaches ``finetune`` with the same inputs reuses the model
-    instead of training again; a deleted model folder or a new lake trains anew.
+    instead of training again. Without a saved model there is no key (None: never cached), so a
+    deleted model folder or a new lake trains anew, resuming from a checkpoint if one is left.
     """
     config, snapshot = parameters["config"], parameters["snapshot"]
     folder = model_dir(config, snapshot)
-    present = (folder / "config.json").is_file()
-    return f"finetune-{Lake.at(config.lake_path).id}-{folder.name}-{present}"
+    if not (folder / "config.json").is_file():
+        return None
+    return f"finetune-{Lake.at(config.lake_path).id}-{folder.name}"
 
 
 @task(name="finetune", cache_key_fn=training_cache_key, persist_result=True, retries=1)

@@ -173,7 +173,10 @@ def parse_file(path: Path, landing: Path, drop: str) -> list[dict[str, Any]]:
 
 def _parse_jsonl(text: str, flags: list[str], common: dict[str, str]) -> list[dict[str, Any]]:
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a JSON line: str.splitlines() would also split on U+2028, U+0085, ...,
+    # which JSON allows unescaped inside strings.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -198,7 +201,7 @@ def _parse_csv(text: str, flags: list[str], common: dict[str, str]) -> list[dict
         for fields in reader:
             if not fields:
                 continue
-            raw = ",".join(fields)
+            raw = _csv_line(fields)
             if len(fields) != len(header):
                 rows.append({**_file_problem(
                     f"CSV row has {len(fields)} fields, header has {len(header)}",
@@ -212,6 +215,13 @@ def _parse_csv(text: str, flags: list[str], common: dict[str, str]) -> list[dict
                                      drop=common["drop"], source=common["source"], raw=text),
                      "position": reader.line_num})
     return rows
+
+
+def _csv_line(fields: list[str]) -> str:
+    """A CSV row as it reads in a file, quoting kept (the raw content kept in quarantine)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(fields)
+    return buffer.getvalue()
 
 
 def parse_files(paths: list[str], landing: str, drop: str) -> pd.DataFrame:

@@ -81,6 +81,22 @@ def decide_promotion(truth: list[str], challenger: list[str], champion: list[str
                              numbers)
 
 
+def current_champion(client: Any, name: str) -> str | None:
+    """The champion's version, or None when there is none yet.
+
+    Only "no such model / no such alias" means no champion: any other registry error (an
+    unreachable server, say) is raised, so a challenger is never crowned by accident.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
 def champion_history(client: Any, name: str) -> list[str]:
     """Versions that were champion, oldest first."""
     tags = client.get_registered_model(name).tags
@@ -117,21 +133,19 @@ def download_model(client: Any, name: str, version: str) -> tuple[Path, Path]:
 def promote_challenger(config: Config, version: str, report_path: str) -> PromotionDecision:
     """Compare the new version with the champion on the same rows; move aliases; tag why."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     from tasks.evaluate import predict
     from tasks.finetune import pick_device
-    from tasks.register import mlflow_uri
+    from tasks.register import PROMOTION_TAG, mlflow_uri
 
     uri = mlflow_uri(config)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     name = config.model_name
     report = read_json(Path(report_path))
     part = report.get("golden") or report["test"]
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION).version
-    except MlflowException:
-        champion = None
+    champion = current_champion(client, name)
+    if champion == version:  # a retry after the alias moved: decided already
+        return PromotionDecision(True, [f"version {version} is already champion"])
     champion_predictions = None
     if champion is not None:
         device = pick_device(config.train.device)
@@ -144,7 +158,7 @@ def promote_challenger(config: Config, version: str, report_path: str) -> Promot
     if decision.promote:
         set_champion(client, name, version)
     outcome = "promoted to champion" if decision.promote else f"champion stays {champion}"
-    client.set_model_version_tag(name, version, "finegate.promotion", outcome)
+    client.set_model_version_tag(name, version, PROMOTION_TAG, outcome)
     client.set_model_version_tag(name, version, "finegate.promotion.reasons",
                                  "; ".join(decision.reasons))
     client.set_model_version_tag(name, version, "finegate.promotion.set",
@@ -166,7 +180,7 @@ def evaluation_texts(config: Config, report: dict[str, Any]) -> list[str]:
     return read_split(report["test"]["data_path"], "test")[0]
 
 
-@task(name="promote")
+@task(name="promote", retries=1, retry_delay_seconds=2)
 def promote(config: Config, version: str, report_path: str) -> PromotionDecision:
     """Prefect task: champion/challenger decision, shown as an artifact."""
     from prefect.artifacts import create_markdown_artifact

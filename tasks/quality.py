@@ -135,7 +135,11 @@ def previous_snapshot(lake: Lake, digest: str) -> Path | None:
 
 
 def record_history(lake: Lake, digest: str, scorecard_path: Path) -> None:
-    """Append a snapshot to the lake's snapshot history (unless it is already the latest)."""
+    """Append a snapshot that passed the gate to the lake's history (unless it is the latest).
+
+    Only blessed snapshots are history: the next night's drift and deltas are measured against
+    the last snapshot the gate accepted, never against one it rejected.
+    """
     history = lake.root / "curated" / "history.json"
     entries = read_json(history) if history.is_file() else []
     if not entries or entries[-1]["snapshot"] != digest:
@@ -206,7 +210,6 @@ def quality(config: Config, rows_read: int, snapshot: SnapshotResult, dedup: Ded
     lake = Lake.at(config.lake_path)
     scorecard = build_scorecard(rows_read, snapshot, lake, config.labels, dedup, review)
     path = write_json(Path(snapshot.path) / "scorecard.json", scorecard)
-    record_history(lake, snapshot.digest, path)
     create_table_artifact(key="finegate-scorecard", table=scorecard_table(scorecard),
                           description=f"Quality scorecard of snapshot {snapshot.digest[:16]}")
     check_accounting(scorecard["accounting"])

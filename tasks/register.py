@@ -27,6 +27,8 @@ from tasks.snapshot import SnapshotResult
 
 CHALLENGER = "challenger"
 SNAPSHOT_TAG = "finegate.snapshot_digest"
+EVALUATION_TAG = "finegate.evaluation_report"
+PROMOTION_TAG = "finegate.promotion"  # set by tasks/promote.py once the decision is made
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class RegisterResult:
     model_name: str
     version: str
     aliases: list[str]
+    evaluation_report: str | None = None  # the evaluation.json this version was judged on
+    decided: bool = True  # False: a run stopped before the champion/challenger decision
 
 
 def code_version(root: Path = PROJECT_ROOT) -> str:
@@ -140,6 +144,10 @@ def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, 
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    # A retry after a partial failure must not register the same snapshot twice.
+    existing = find_registered(config, snapshot.digest)
+    if existing is not None:
+        return existing
     mlflow.set_tracking_uri(mlflow_uri(config))
     experiment_id = ensure_experiment(config)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
@@ -179,42 +187,46 @@ def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, 
                 "model": AutoModelForSequenceClassification.from_pretrained(trained.model_dir),
                 "tokenizer": AutoTokenizer.from_pretrained(trained.model_dir),
             },
-            name="model", task="text-classification", registered_model_name=config.model_name,
+            name="model", task="text-classification",
             # Without explicit requirements MLflow infers torchvision, which is not installed.
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                               f"transformers=={transformers.__version__}"],
         )
-    version = str(info.registered_model_version)
+    # The version is created with its lineage tags in one call, so it is never found untagged.
+    version = str(mlflow.register_model(info.model_uri, config.model_name, tags={
+        SNAPSHOT_TAG: snapshot.digest, EVALUATION_TAG: evaluation.report_path}).version)
     client = mlflow.MlflowClient()
-    client.set_model_version_tag(config.model_name, version, SNAPSHOT_TAG, snapshot.digest)
     client.update_model_version(config.model_name, version, description=card)
     client.set_registered_model_alias(config.model_name, CHALLENGER, version)
     return RegisterResult(tracking_uri=config.public_tracking_uri(), run_id=run.info.run_id,
-                          model_name=config.model_name, version=version, aliases=[CHALLENGER])
+                          model_name=config.model_name, version=version, aliases=[CHALLENGER],
+                          evaluation_report=evaluation.report_path, decided=False)
 
 
 def find_registered(config: Config, digest: str) -> RegisterResult | None:
     """The model version already trained on the snapshot ``digest``, if there is one."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     uri = mlflow_uri(config)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    try:
-        versions = client.search_model_versions(f"name='{config.model_name}'")
-    except MlflowException:
-        return None
+    # An unreachable registry raises: "not found" must never be guessed (it would retrain).
+    versions = client.search_model_versions(f"name='{config.model_name}'")
     for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
         if version.tags.get(SNAPSHOT_TAG) == digest:
             # search results do not carry aliases: read the version itself
             found = client.get_model_version(config.model_name, version.version)
+            if not found.aliases:  # registered, then interrupted before its alias was set
+                client.set_registered_model_alias(config.model_name, CHALLENGER, found.version)
+                found = client.get_model_version(config.model_name, version.version)
             return RegisterResult(tracking_uri=config.public_tracking_uri(), run_id=found.run_id,
                                   model_name=config.model_name, version=str(found.version),
-                                  aliases=sorted(found.aliases))
+                                  aliases=sorted(found.aliases),
+                                  evaluation_report=found.tags.get(EVALUATION_TAG),
+                                  decided=PROMOTION_TAG in found.tags)
     return None
 
 
-@task(name="find-trained-model")
+@task(name="find-trained-model", retries=2, retry_delay_seconds=2)
 def registered_for(config: Config, digest: str) -> RegisterResult | None:
     """Prefect task: an unchanged snapshot needs no retraining; find its model version."""
     return find_registered(config, digest)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,8 @@ def render_report(run: dict[str, Any], out: Path) -> Path:
     """Write the HTML report of a run. ``run`` holds the paths and results of the run."""
     card = read_json(Path(run["scorecard_path"]))
     gate = read_json(Path(run["gate_path"]))
-    evaluation = read_json(Path(run["evaluation_path"])) if run.get("evaluation_path") else {}
+    evaluation_path = Path(run.get("evaluation_path") or "")
+    evaluation = read_json(evaluation_path) if evaluation_path.is_file() else {}
     data = pq.read_table(run["data_path"], columns=["text", "label"]).to_pandas()
     scalars = [{"metric": k, "value": v, "change vs previous": card["deltas"].get(k, "")}
                for k, v in card.items() if isinstance(v, int | float) and not isinstance(v, bool)]
@@ -136,8 +138,8 @@ def render_report(run: dict[str, Any], out: Path) -> Path:
     parts = [
         f"<h1>Finegate run {esc(run['run_name'])}</h1>",
         f"<p class='muted'>snapshot {esc(card['snapshot'])} · {card['rows']} rows · "
-        f"<a href='{esc(gate['data_docs'])}'>GX Data Docs</a> · MLflow "
-        f"{esc(run.get('mlflow', 'not registered'))}</p>",
+        f"<a href='{esc(os.path.relpath(gate['data_docs'], out.parent))}'>GX Data Docs</a> · "
+        f"MLflow {esc(run.get('mlflow') or 'not registered')}</p>",
         "<h2>Scorecard</h2>", table(scalars),
         "<h2>Class balance</h2>",
         bar_chart(shares, f"share of rows per label (balance {card['class_balance']:.3f})"),

@@ -26,10 +26,12 @@ from prefect import task
 
 from finegate.config import Config
 from finegate.lake import Lake, write_json
+from tasks.quality import record_history
 
 ROW_SUITE, DATASET_SUITE, DRIFT_SUITE = "curated_rows", "curated_dataset", "curated_drift"
 ROW_COLUMNS = ["id", "text", "label", "split"]
 SUMMED = ("element_count", "unexpected_count", "missing_count")
+SEVERITIES = ("critical", "warning")
 
 
 class QualityGateFailed(RuntimeError):
@@ -48,13 +50,50 @@ class GateResult:
     skipped: list[str]
 
 
+class SuiteError(ValueError):
+    """An expectation suite in ``expectations/`` that the gate cannot run as written."""
+
+
 def load_suite_json(expectations_path: str | Path, name: str) -> dict[str, Any]:
-    """Read one suite's JSON from the expectations folder."""
+    """Read one suite's JSON from the expectations folder and check it (:func:`check_suite`)."""
     path = Path(expectations_path) / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"expectation suite {path} is missing; expectations_path in "
                                 "the config must point at the project's expectations/ folder")
-    return json.loads(path.read_text())
+    suite = json.loads(path.read_text())
+    check_suite(suite, path, row_level=name == ROW_SUITE)
+    return suite
+
+
+def check_suite(suite: dict[str, Any], path: Path, row_level: bool) -> None:
+    """Refuse what the gate would get silently wrong: an unknown severity, or, in the row suite
+    (validated partition by partition), an expectation whose result is not a sum over rows."""
+    for expectation in suite["expectations"]:
+        kind = expectation["type"]
+        severity = (expectation.get("meta") or {}).get("severity", "critical")
+        if severity not in SEVERITIES:
+            raise SuiteError(f"{path}: {kind} has severity {severity!r}; use one of "
+                             f"{', '.join(SEVERITIES)} in its meta")
+        if row_level and not is_row_expectation(kind):
+            raise SuiteError(
+                f"{path}: {kind} is not a per-row expectation, so it cannot be combined over "
+                "partitions; put checks on aggregates (means, counts, uniqueness) in "
+                "curated_dataset.json, on a scorecard metric")
+
+
+def is_row_expectation(kind: str) -> bool:
+    """Whether an expectation counts unexpected rows one by one (so partition counts add up)."""
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    if "unique" in kind:  # a map expectation, but its verdict spans rows of all partitions
+        return False
+    return issubclass(get_expectation_impl(kind), (ColumnMapExpectation, ColumnPairMapExpectation,
+                                                   MulticolumnMapExpectation))
 
 
 def one_row_frame(metrics: dict[str, Any]) -> pd.DataFrame:
@@ -143,10 +182,24 @@ def combine_partition_results(parts: list[Any]) -> Any:
         details["partial_unexpected_list"] = [
             v for p in parts for v in p.results[index].result.get("partial_unexpected_list", [])
         ][:20]
+        if "partial_unexpected_counts" in details:
+            counts: dict[str, int] = {}
+            for p in parts:
+                for item in p.results[index].result.get("partial_unexpected_counts", []):
+                    key = json.dumps(item["value"], default=str)
+                    counts[key] = counts.get(key, 0) + item["count"]
+            details["partial_unexpected_counts"] = [
+                {"value": json.loads(k), "count": n}
+                for k, n in sorted(counts.items(), key=lambda kv: -kv[1])][:20]
         if "unexpected_count" in details:
-            checked = details["element_count"] - details.get("missing_count", 0)
+            total = details["element_count"]
+            checked = total - details.get("missing_count", 0)
             share = details["unexpected_count"] / checked if checked else 0.0
-            details["unexpected_percent"] = 100 * share
+            details["unexpected_percent"] = details["unexpected_percent_nonmissing"] = 100 * share
+            details["unexpected_percent_total"] = (100 * details["unexpected_count"] / total
+                                                   if total else 0.0)
+            details["missing_percent"] = (100 * details.get("missing_count", 0) / total
+                                          if total else 0.0)
             mostly = result.expectation_config.kwargs.get("mostly", 1.0)
             result.success = share <= 1 - mostly + 1e-12
         else:
@@ -292,6 +345,8 @@ def validate(config: Config, data_path: str, scorecard: dict[str, Any], run_dir:
         create_markdown_artifact(key="finegate-gate", markdown=f"# Quality gate: FAILED\n\n"
                                  f"{html.escape(str(failure))}", description="Why the run stopped")
         raise
+    record_history(Lake.at(config.lake_path), scorecard["snapshot"],
+                   Path(data_path).parent / "scorecard.json")
     lines = [f"- warning: {html.escape(w)}" for w in result.warnings] or ["- no warnings"]
     create_markdown_artifact(
         key="finegate-gate", description="Quality gate result",

@@ -78,11 +78,21 @@ def test_jsonl_reader_never_crashes_or_loses_a_line(lines: list[str]) -> None:
         path = landing / "d" / "x.jsonl"
         path.write_text("\n".join(lines), encoding="utf-8")
         rows = parse_file(path, landing, "d")
-        content = path.read_text(encoding="utf-8").splitlines()
-    assert len(rows) == sum(1 for line in content if line.strip())
+        content = path.read_bytes().decode("utf-8").split("\n")
+    assert len(rows) == sum(1 for line in content if line.removesuffix("\r").strip())
     for row in rows:
         assert row["reason"] or (row["text"] and row["text"].strip() and
                                  (row["label"] or row["annotator_labels"]))
+
+
+def test_a_json_line_with_unicode_line_separators_is_one_row(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    path = tmp_path / "d" / "x.jsonl"
+    text = "para one\u2028para two\x85end and a long enough sports text"
+    path.write_text(json.dumps({"text": text, "label": "sports"}, ensure_ascii=False) + "\r\n",
+                    encoding="utf-8")
+    [row] = parse_file(path, tmp_path, "d")
+    assert not row["reason"] and row["text"] == text
 
 
 @settings(max_examples=40, deadline=None)

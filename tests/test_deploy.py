@@ -56,7 +56,7 @@ def test_stack_config_points_at_the_compose_services() -> None:
     assert "COPY deploy/finegate.yaml /etc/finegate/finegate.yaml" in dockerfile
     assert services["prefect-worker"]["environment"]["FINEGATE_CONFIG"] == \
         "/etc/finegate/finegate.yaml"
-    for package in ("finegate", "flows", "tasks", "expectations"):
+    for package in ("finegate", "flows", "tasks", "expectations", "deploy"):
         assert f"COPY {package} ./{package}" in dockerfile
 
 
@@ -68,7 +68,8 @@ def test_prefect_yaml_deploys_the_nightly_flow_nightly_one_at_a_time() -> None:
     assert getattr(importlib.import_module(module), name) is nightly
     assert deployment["concurrency_limit"]["limit"] == 1
     [schedule] = deployment["schedules"]
-    assert schedule["cron"] == load_config(DEPLOY / "finegate.yaml", env={}).schedule.cron
+    stack = load_config(DEPLOY / "finegate.yaml", env={}).schedule
+    assert (schedule["cron"], schedule["timezone"]) == (stack.cron, stack.timezone)
     env = deployment["work_pool"]["job_variables"]["env"]
     assert env["FINEGATE_CONFIG"] == "/etc/finegate/finegate.yaml"
 

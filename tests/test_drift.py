@@ -38,3 +38,11 @@ def test_first_snapshot_has_only_new_drop_drift() -> None:
     metrics = drift_metrics(frame(["a", "b"], "d1"), None)
     assert "label_linf" not in metrics and metrics["previous_rows"] is None
     assert oov_rate(pd.Series([]), vocabulary(pd.Series(["x"]))) == 0.0
+
+
+def test_the_new_drop_is_what_the_previous_snapshot_lacks_not_the_last_name() -> None:
+    previous = frame(["a", "b"] * 10, "z-old")
+    current = pd.concat([previous, frame(["a"] * 10, "a-new")])
+    metrics = drift_metrics(current, previous)
+    assert metrics["new_drop"] == "a-new"
+    assert metrics["new_drop_label_linf"] == pytest.approx(0.5)

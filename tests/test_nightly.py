@@ -90,16 +90,31 @@ def write_new_drop(folder: Path) -> None:
     (folder / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
 
-def test_failed_training_resumes_without_reingesting(small_config: Config) -> None:
-    broken = small_config.model_copy(update={"train": small_config.train.model_copy(
-        update={"model_path": str(Path(small_config.lake_path) / "no-such-model")})})
-    with pytest.raises(OSError):
-        run_nightly(broken)
-    ledger = json.loads((Path(small_config.lake_path) / "ledger.json").read_text())
-    assert sorted(ledger["drops"]) == ["day1", "day2"]
+def test_a_run_killed_during_training_resumes_from_its_checkpoint(small_config: Config,
+                                                                 monkeypatch) -> None:
+    import tasks.finetune as finetune_module
+    from tasks.finetune import TrainingInterrupted
 
-    resumed = run_nightly(small_config)
-    assert resumed.drops_ingested == [] and resumed.trained
+    real, results = finetune_module.train_classifier, []
+
+    def killed_in_the_first_run(*args, **kwargs):  # the task and its retry both die mid-way
+        if len(results) < 2:
+            results.append("killed")
+            return real(*args, **kwargs, stop_after=2)
+        results.append(real(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(finetune_module, "train_classifier", killed_in_the_first_run)
+    config = small_config.model_copy(update={"train": small_config.train.model_copy(
+        update={"checkpoint_every": 1})})
+    with pytest.raises(TrainingInterrupted):
+        run_nightly(config)
+    ledger = json.loads((Path(config.lake_path) / "ledger.json").read_text())
+    assert sorted(ledger["drops"]) == ["day1", "day2"]  # the data work is kept
+
+    resumed = run_nightly(config)
+    assert resumed.drops_ingested == [] and resumed.trained  # nothing re-ingested
+    assert results[-1].resumed_from == 3 and results[-1].steps == 4  # went on from step 3
     assert resumed.accounting["holds"] and resumed.registered.version == "1"
 
 
@@ -115,9 +130,12 @@ def test_failing_gate_stops_before_training(small_config: Config, tmp_path: Path
         with pytest.raises(QualityGateFailed, match="labels_present"):
             run_nightly(config)
 
-    [gate] = list((Path(config.lake_path) / "runs").glob("*/gate.json"))
+    lake = Path(config.lake_path)
+    [gate] = list((lake / "runs").glob("*/gate.json"))
     assert json.loads(gate.read_text())["passed"] is False
-    assert not list((Path(config.lake_path) / "runs").glob("*/model"))
+    assert not (lake / "models").exists()  # no training started
+    assert "labels_present" in (gate.parent / "report.html").read_text()  # the night's report
+    assert not (lake / "curated" / "history.json").exists()  # never a drift baseline
     client = MlflowClient(tracking_uri=config.tracking_uri(), registry_uri=config.tracking_uri())
     assert client.search_registered_models() == []
 
@@ -136,7 +154,7 @@ def test_unreachable_mlflow_fails_clearly_and_keeps_the_data(small_config: Confi
     [snapshot_dir] = list((lake / "curated" / "snapshots").iterdir())
     assert pq.read_table(snapshot_dir / "data").num_rows == 120
     assert json.loads((snapshot_dir / "scorecard.json").read_text())["accounting"]["holds"]
-    assert list((lake / "models").glob("*/model.safetensors"))  # trained, just not shipped
+    assert not (lake / "models").exists()  # no training time spent on a model it cannot ship
     assert not (lake / "mlflow.db").exists()
     assert sorted(json.loads((lake / "ledger.json").read_text())["drops"]) == ["day1", "day2"]
 
