@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,8 @@ def fit_and_score(train: pd.DataFrame, evaluation: pd.DataFrame, config: Config,
         from tasks.evaluate import predict
         from tasks.finetune import pick_device, train_classifier
 
-        workdir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)  # a cell of an earlier experiment is stale
+        workdir.mkdir(parents=True)
         data = workdir / "data.parquet"
         pd.concat([train.assign(split="train"), evaluation.assign(split="test")])[
             ["id", "text", "label", "split"]].to_parquet(data)
@@ -206,7 +209,7 @@ def log_to_mlflow(config: Config, results: pd.DataFrame, files: list[Path]) -> s
 
 
 @flow(name="finegate-quality-vs-quantity", log_prints=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=2))
+      task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count()))
 def quality_vs_quantity(config: Config, data_path: str, noise_rates: list[float],
                         fractions: list[float], model: str = "tfidf",
                         out_dir: str | None = None) -> dict[str, Any]:
@@ -231,11 +234,12 @@ def quality_vs_quantity(config: Config, data_path: str, noise_rates: list[float]
     evaluation.to_parquet(out / "evaluation.parquet")
     cells = [Cell(n, f, c) for n in noise_rates for f in fractions for c in (False, True)]
     print(f"{len(cells)} cells, {len(train)} train rows, {len(evaluation)} clean eval rows")
-    futures = [run_cell.submit(config, cell, str(out / "train.parquet"),
-                               str(out / "evaluation.parquet"), model, str(out))
-               for cell in cells]
-    results = pd.DataFrame([f.result() for f in futures]).sort_values(
-        ["noise", "cleaning", "fraction"])
+    inputs = (str(out / "train.parquet"), str(out / "evaluation.parquet"), model, str(out))
+    if model == "finetune":  # one training at a time: torch's seeds and threads are per process
+        rows = [run_cell(config, cell, *inputs) for cell in cells]
+    else:
+        rows = [f.result() for f in [run_cell.submit(config, cell, *inputs) for cell in cells]]
+    results = pd.DataFrame(rows).sort_values(["noise", "cleaning", "fraction"])
     point = matching_point(results)
     results.to_csv(out / "results.csv", index=False)
     write_json(out / "summary.json", {"matching_point": point, "model": model,

@@ -44,6 +44,8 @@ class Budget:
     max_steps: int
     eval_every: int
     bf16: bool
+    fused_adamw: bool
+    compile: bool
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,15 @@ def pick_device(requested: str) -> str:
 
 
 def budget_for(train: TrainConfig, device: str, bf16_supported: bool = True) -> Budget:
-    """The full budget on GPU (bf16 when supported); on CPU the bounded one."""
+    """The full budget on GPU (bf16 when supported, fused AdamW, optional compile); on CPU the
+    bounded one in plain fp32."""
     if device == "cpu":
         return Budget(device, train.cpu_max_length, train.cpu_batch_size,
-                      train.cpu_learning_rate, train.cpu_max_steps, train.cpu_eval_every, False)
+                      train.cpu_learning_rate, train.cpu_max_steps, train.cpu_eval_every,
+                      bf16=False, fused_adamw=False, compile=False)
     return Budget(device, train.max_length, train.batch_size, train.learning_rate,
-                  train.max_steps, train.eval_every, bf16_supported)
+                  train.max_steps, train.eval_every, bf16=bf16_supported, fused_adamw=True,
+                  compile=train.compile)
 
 
 def read_split(data_path: str | Path, split: str) -> tuple[list[str], list[str]]:
@@ -143,7 +148,8 @@ def macro_f1(model: Any, batches: list[dict[str, Any]], device: str, bf16: bool)
 
 def train_classifier(data_path: str, labels: list[str], train: TrainConfig, out_dir: Path,
                      on_progress: Callable[[int, int, float], None] | None = None,
-                     stop_after: int | None = None) -> FinetuneResult:
+                     stop_after: int | None = None, budget: Budget | None = None,
+                     ) -> FinetuneResult:
     """Fine-tune on the snapshot's train split; save the best model and tokenizer to ``out_dir``.
 
     Resumes from ``out_dir/checkpoint`` when one exists. ``on_progress(step, total, loss)`` is
@@ -158,7 +164,8 @@ def train_classifier(data_path: str, labels: list[str], train: TrainConfig, out_
     device = pick_device(train.device)
     if device == "cpu":
         torch.set_num_threads(len(os.sched_getaffinity(0)))
-    budget = budget_for(train, device, device == "cuda" and torch.cuda.is_bf16_supported())
+    budget = budget or budget_for(train, device,
+                                  device == "cuda" and torch.cuda.is_bf16_supported())
     tokenizer, model = load_model(train.resolved_model_path(), labels)
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     label_id = {label: i for i, label in enumerate(labels)}
@@ -182,9 +189,9 @@ def train_classifier(data_path: str, labels: list[str], train: TrainConfig, out_
         weight=torch.tensor(weights, device=device) if weights else None)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=budget.learning_rate,
-                                  weight_decay=train.weight_decay, fused=device == "cuda")
+                                  weight_decay=train.weight_decay, fused=budget.fused_adamw)
     schedule = get_linear_schedule_with_warmup(optimizer, int(train.warmup_ratio * total), total)
-    forward = torch.compile(model) if train.compile and device == "cuda" else model
+    forward = torch.compile(model) if budget.compile else model
 
     checkpoint = out_dir / "checkpoint"
     state = {"step": 0, "best": None, "best_step": 0, "bad_evals": 0, "losses": []}
@@ -259,6 +266,7 @@ def train_classifier(data_path: str, labels: list[str], train: TrainConfig, out_
                 "max_length": budget.max_length, "batch_size": budget.batch_size,
                 "learning_rate": budget.learning_rate, "steps": state["step"],
                 "epochs": train.epochs, "seed": train.seed, "bf16": budget.bf16,
+                "fused_adamw": budget.fused_adamw, "compile": budget.compile,
                 "class_weights": weights is not None, "best_step": state["best_step"]},
     )
 

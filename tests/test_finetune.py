@@ -120,3 +120,63 @@ def test_early_stopping_keeps_the_best_validation_model(tiny_model_dir: Path,
     result = train_classifier(str(tmp_path / "data.parquet"), LABELS, train, tmp_path / "m")
     assert result.best_validation_macro_f1 is not None
     assert result.stopped_early and result.steps < 60
+
+
+def test_the_gpu_settings_run_on_cpu_too(tiny_model_dir: Path, snapshot_data: str,
+                                         tmp_path: Path, monkeypatch) -> None:
+    """bf16 autocast, fused AdamW and torch.compile: the CUDA path's code, exercised on CPU."""
+    from dataclasses import replace
+    from functools import partial
+
+    import torch
+
+    # Dynamo graph capture and AOTAutograd run for real; inductor's C++ code generation would
+    # take ~100 s on 2 CPU cores, so it is left to GPU runs.
+    monkeypatch.setattr(torch, "compile", partial(torch.compile, backend="aot_eager"))
+    train = TrainConfig(model_path=str(tiny_model_dir), device="cpu", max_length=32,
+                        batch_size=8, max_steps=3, epochs=1, compile=True)
+    gpu_budget = replace(budget_for(train, "cuda"), device="cpu")
+    assert gpu_budget.bf16 and gpu_budget.fused_adamw and gpu_budget.compile
+    result = train_classifier(snapshot_data, LABELS, train, tmp_path / "m", budget=gpu_budget)
+    assert result.steps == 3 and math.isfinite(result.train_loss)
+    assert result.params["bf16"] and result.params["fused_adamw"] and result.params["compile"]
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+from finegate.config import TrainConfig
+from tasks.finetune import train_classifier
+
+def kill_at_step_5(step, total, loss):
+    if step == 5:
+        os.kill(os.getpid(), signal.SIGKILL)  # no exception, no cleanup: a real kill
+
+train = TrainConfig.model_validate_json(sys.argv[1])
+train_classifier(sys.argv[2], {labels}, train, Path(sys.argv[3]), on_progress=kill_at_step_5)
+"""
+
+
+def test_a_sigkilled_training_resumes_to_the_same_weights(tiny_model_dir: Path,
+                                                          snapshot_data: str,
+                                                          tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    train = TrainConfig(model_path=str(tiny_model_dir), device="cpu", cpu_max_length=32,
+                        cpu_batch_size=8, cpu_max_steps=8, epochs=2, checkpoint_every=2)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT.format(labels=LABELS), train.model_dump_json(),
+         snapshot_data, str(tmp_path / "killed")], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    resumed = train_classifier(snapshot_data, LABELS, train, tmp_path / "killed")
+    straight = train_classifier(snapshot_data, LABELS, train, tmp_path / "straight")
+    assert resumed.resumed_from == 4 and resumed.steps == straight.steps == 8
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model.safetensors")
+    assert all(torch_equal(a[k], b[k]) for k in a)
