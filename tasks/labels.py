@@ -93,7 +93,10 @@ def label_issues(texts: list[str], labels: list[str], label_set: list[str],
     index = {label: i for i, label in enumerate(label_set)}
     given = np.array([index[label] for label in labels])
     present = np.unique(given)
-    probabilities = out_of_fold_probabilities(texts, given, len(label_set), folds)
+    try:
+        probabilities = out_of_fold_probabilities(texts, given, len(label_set), folds)
+    except ValueError as error:  # e.g. no word occurs twice: TF-IDF has no vocabulary
+        return empty, f"skipped: the noise model could not be fitted ({error})"
     # cleanlab wants classes 0..K-1 all present: score on the present classes only.
     remap = {c: i for i, c in enumerate(present)}
     compact = probabilities[:, present]

@@ -179,7 +179,9 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
         "label_actions": review.actions,
         "noise_detection": review.noise_detection,
         "annotation": review.annotation,
-        "annotation_consistency": review.annotation.get("unanimous_share", 1.0),
+        # None without annotator labels: no agreement was measured (the gate skips it)
+        "annotation_consistency": review.annotation.get("unanimous_share"),
+        "annotation_alpha": review.annotation.get("krippendorff_alpha"),
         "empty_ratio": float(reasons.isin(EMPTY_REASONS).sum()) / read,
         "missing_label_ratio": float(reasons.eq("missing label").sum()) / read,
         "quarantine_ratio": accounting["quarantined"] / read,

@@ -60,14 +60,18 @@ def mlflow_uri(config: Config) -> str:
     """The tracking URI to hand to MLflow, without credentials.
 
     MLflow prints its URI in logs ("View run at ..."), so credentials written in the configured
-    URI (``https://user:token@host``) move to MLflow's ``MLFLOW_TRACKING_USERNAME`` and
-    ``MLFLOW_TRACKING_PASSWORD`` variables of this process instead.
+    URI move to MLflow's variables of this process instead: ``https://user:password@host`` to
+    ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``, ``https://token@host`` to
+    ``MLFLOW_TRACKING_TOKEN``.
     """
     parts = urlsplit(config.tracking_uri())
-    if not parts.password:
+    if not (parts.username or parts.password):
         return config.tracking_uri()
-    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username or "")
-    os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+    if parts.password is None:
+        os.environ["MLFLOW_TRACKING_TOKEN"] = unquote(parts.username)
+    else:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username or "")
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
     return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port
                                                                else "")))
 

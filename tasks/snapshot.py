@@ -50,36 +50,38 @@ def row_digest(row_id: str, label: str, split: str, text: str, annotators: objec
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def row_changes(labels: LabelsResult, dedup: DedupResult) -> dict[tuple[str, int], tuple[str, str]]:
-    """(source, position) -> (action, new label) for rows the label review did not just keep.
+RowChanges = dict[tuple[str, int], tuple[str, str, bool]]
 
-    Kept rows of conflicting duplicate clusters are flagged too.
+
+def row_changes(labels: LabelsResult, dedup: DedupResult) -> RowChanges:
+    """(source, position) -> (label action, new label, kept row of a conflicting duplicate
+    cluster) for rows the label review did not just keep, or that head such a cluster.
     """
     decisions = pq.read_table(labels.decisions_path, columns=[
         "source", "position", "action", "suggested_label"]).to_pandas()
     changed = decisions.loc[decisions["action"] != "keep"]
-    changes = {(s, p): (a, lab) for s, p, a, lab in zip(
+    changes = {(s, p): (a, lab, False) for s, p, a, lab in zip(
         changed["source"], changed["position"], changed["action"], changed["suggested_label"],
         strict=True)}
-    for key in row_keys(dedup.conflicts_path):
-        changes.setdefault(key, ("conflict", ""))
+    for key in row_keys(dedup.conflicts_path):  # both flags when a row has both findings
+        action, suggested, _ = changes.get(key, ("keep", "", False))
+        changes[key] = (action, suggested, True)
     return changes
 
 
-def apply_changes(frame: pd.DataFrame, changes: dict[tuple[str, int], tuple[str, str]],
-                  ) -> pd.DataFrame:
+def apply_changes(frame: pd.DataFrame, changes: RowChanges) -> pd.DataFrame:
     """Relabel and flag rows as the label review decided; ``drop`` rows are already excluded."""
     labels, flags = [], []
     for key, label, row_flags in zip(zip(frame["source"], frame["position"], strict=True),
                                      frame["label"], frame["flags"], strict=True):
-        action, suggested = changes.get(key, ("keep", ""))
+        action, suggested, conflicting = changes.get(key, ("keep", "", False))
         row_flags = list(row_flags) if row_flags is not None else []
         if action == "relabel":
             row_flags.append(f"relabelled_from:{label}")
             label = suggested
         elif action == "flag":
             row_flags.append("label_issue")
-        elif action == "conflict":
+        if conflicting:
             row_flags.append("conflicting_duplicate")
         labels.append(label)
         flags.append(row_flags)
@@ -87,7 +89,7 @@ def apply_changes(frame: pd.DataFrame, changes: dict[tuple[str, int], tuple[str,
 
 
 def _curate_partition(silver_file: str, drop_out: str, excluded: set[tuple[str, int]],
-                      changes: dict[tuple[str, int], tuple[str, str]],
+                      changes: RowChanges,
                       shares: SplitConfig) -> list[str]:
     frame = pq.read_table(silver_file).to_pandas()
     keep = [key not in excluded for key in zip(frame["source"], frame["position"], strict=True)]

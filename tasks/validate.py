@@ -32,6 +32,9 @@ ROW_SUITE, DATASET_SUITE, DRIFT_SUITE = "curated_rows", "curated_dataset", "cura
 ROW_COLUMNS = ["id", "text", "label", "split"]
 SUMMED = ("element_count", "unexpected_count", "missing_count")
 SEVERITIES = ("critical", "warning")
+# Metrics with no value on some snapshots: drift needs a previous snapshot, agreement annotators.
+SOMETIMES_ABSENT = {"label_linf", "length_js_distance", "median_length_change", "new_rows",
+                    "oov_rate", "annotation_consistency", "annotation_alpha"}
 
 
 class QualityGateFailed(RuntimeError):
@@ -104,15 +107,23 @@ def one_row_frame(metrics: dict[str, Any]) -> pd.DataFrame:
 
 def applicable(suite_json: dict[str, Any], columns: list[str],
                ) -> tuple[dict[str, Any], list[str]]:
-    """The suite without expectations on columns the frame lacks, and what was skipped."""
+    """The suite without expectations on metrics this snapshot has no value for (drift on the
+    first snapshot, agreement without annotators), and what was skipped.
+
+    A column that is no metric at all is a mistake in the suite, not a skip: it is refused.
+    """
     kept, skipped = [], []
     for expectation in suite_json["expectations"]:
         column = expectation["kwargs"].get("column")
         if column is None or column in columns:
             kept.append(expectation)
-        else:
+        elif column in SOMETIMES_ABSENT:
             skipped.append(f"{suite_json['name']}: {expectation['type']}(column={column}) "
                            "skipped: metric not available for this snapshot")
+        else:
+            raise SuiteError(f"{suite_json['name']}: {expectation['type']} checks column "
+                             f"{column!r}, which is not a metric; available: "
+                             f"{', '.join(sorted({*columns, *SOMETIMES_ABSENT}))}")
     return {**suite_json, "expectations": kept}, skipped
 
 

@@ -54,3 +54,33 @@ def test_credentials_move_out_of_the_uri_mlflow_sees(monkeypatch) -> None:
     assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "tok3n"
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+
+
+def test_every_credential_form_is_redacted() -> None:
+    from finegate.config import redact_uri
+
+    assert redact_uri("https://t0ken-abc@ml.example/x") == "https://***@ml.example/x"
+    assert redact_uri("https://ml.example/?api_token=t0k&x=1&sig=s1g") == \
+        "https://ml.example/?api_token=***&x=1&sig=***"
+    assert redact_uri("sqlite:////data/lake/mlflow.db") == "sqlite:////data/lake/mlflow.db"
+
+
+def test_a_bare_token_in_the_uri_becomes_mlflows_token_variable(monkeypatch) -> None:
+    import os
+
+    from tasks.register import mlflow_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    config = load_config(env={"FINEGATE_MLFLOW_TRACKING_URI": "https://t0ken-abc@ml.example"})
+    assert mlflow_uri(config) == "https://ml.example"
+    assert os.environ["MLFLOW_TRACKING_TOKEN"] == "t0ken-abc"
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
+
+
+def test_a_misspelt_setting_is_an_error_not_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "finegate.yaml"
+    path.write_text("train:\n  cpu_max_step: 10\n")  # the key is cpu_max_steps
+    with pytest.raises(ValidationError, match="cpu_max_step"):
+        load_config(path, env={})
+    with pytest.raises(ValidationError, match="lake_pth"):
+        load_config(env={"FINEGATE_LAKE_PTH": "/data"})

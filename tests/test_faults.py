@@ -1,4 +1,4 @@
-"""Faults: a Dask worker killed during ingest does not change the result."""
+"""Faults: a Dask worker killed during ingest, two processes on one lake."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
-from finegate.lake import Lake
+from finegate.lake import Lake, LakeBusy, lake_lock
 from tasks.ingest import ingest_drop
 
 
@@ -58,3 +61,27 @@ def test_worker_killed_during_ingest_gives_the_same_result(tmp_path: Path) -> No
     ids = sorted(pq.read_table(result.bronze_path, columns=["id"]).column("id").to_pylist())
     assert ids == sorted(pq.read_table(reference.bronze_path, columns=["id"])
                          .column("id").to_pylist())
+
+
+HOLD_LOCK = """
+import sys, time
+from finegate.lake import Lake, lake_lock
+with lake_lock(Lake.at(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_process_is_refused_and_a_dead_holder_frees_the_lake(tmp_path: Path) -> None:
+    lake = Lake.at(tmp_path / "lake")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lake.root)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LakeBusy, match=f"pid {holder.pid}"), lake_lock(lake):
+            pass
+    finally:
+        holder.kill()  # a crashed run: the kernel drops its lock with the process
+        holder.wait()
+    with lake_lock(lake):
+        assert f"pid {os.getpid()}" in (lake.root / ".lock").read_text()

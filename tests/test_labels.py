@@ -5,12 +5,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from finegate.config import DedupConfig, LabelsConfig
+from finegate.config import DedupConfig, LabelsConfig, SplitConfig
 from finegate.lake import Lake
 from tasks.clean import clean_drop, consensus, resolve_label
 from tasks.dedup import dedup_drops
 from tasks.ingest import ingest_drop
 from tasks.labels import annotation_agreement, choose_actions, label_issues, review_labels
+from tasks.quality import build_scorecard
+from tasks.snapshot import build_curated_snapshot
 from tests.conftest import LABELS, topic_rows
 
 
@@ -106,3 +108,41 @@ def test_review_drops_noisy_rows_to_quarantine(tmp_path: Path) -> None:
     assert result.rows == 150 - dedup.duplicates
     assert result.annotation["rows_with_annotators"] == 30
     assert result.annotation["unanimous_share"] == 1.0
+
+
+def test_texts_without_a_shared_word_skip_detection_instead_of_crashing() -> None:
+    texts = [f"w{i}" for i in range(30)]  # no word occurs twice: TF-IDF keeps no term
+    issues, note = label_issues(texts, ["tech", "sports"] * 15, LABELS, folds=5)
+    assert note.startswith("skipped: the noise model could not be fitted")
+    assert len(issues) == 30 and not issues["is_label_issue"].any()
+
+
+@pytest.mark.parametrize("policy", ["drop", "relabel"])
+def test_cleaning_policies_end_in_a_snapshot_whose_rows_add_up(policy: str,
+                                                               tmp_path: Path) -> None:
+    texts, labels, flipped = noisy_rows(150, flips=10)
+    drop = tmp_path / "landing" / "day1"
+    drop.mkdir(parents=True)
+    pd.DataFrame({"id": [f"n-{i}" for i in range(150)], "text": texts, "label": labels}).to_json(
+        drop / "rows.jsonl", orient="records", lines=True)
+    lake = Lake.at(tmp_path / "lake")
+    read = ingest_drop(tmp_path / "landing", "day1", lake).rows_read
+    clean_drop("day1", lake, LABELS, {})
+    dedup = dedup_drops(lake, ["day1"], DedupConfig())
+    review = review_labels(lake, ["day1"], dedup, LABELS,
+                           LabelsConfig(policy=policy, relabel_confidence=0.5))
+    snapshot = build_curated_snapshot(lake, ["day1"], dedup, review, SplitConfig())
+    card = build_scorecard(read, snapshot, lake, LABELS, dedup, review)
+    assert card["accounting"]["holds"], card["accounting"]
+    data = pq.read_table(snapshot.data_path).to_pandas()
+    truth = {f"n-{i}": r["label"] for i, r in enumerate(topic_rows(150, seed=11, prefix="n"))}
+    if policy == "drop":
+        assert review.actions["drop"] >= 8
+        assert snapshot.rows == read - dedup.duplicates - review.actions["drop"]
+        assert sum(data["label"] != data["id"].map(truth)) <= 2  # flipped labels are gone
+    else:
+        relabelled = data.loc[data["flags"].map(lambda f: any(
+            x.startswith("relabelled_from:") for x in f))]
+        assert len(relabelled) == review.actions["relabel"] >= 8
+        assert snapshot.rows == read - dedup.duplicates  # nothing dropped, labels fixed
+        assert (relabelled["label"] == relabelled["id"].map(truth)).mean() >= 0.9

@@ -104,3 +104,37 @@ def test_first_snapshot_skips_drift_against_previous(tmp_path: Path, config: Con
     result = validate_snapshot(snapshot_dir(tmp_path), card, config, tmp_path)
     assert result.passed
     assert len(result.skipped) == 4 and all("skipped" in s for s in result.skipped)
+
+
+@pytest.mark.parametrize(("suite", "expectation", "message"), [
+    ("curated_dataset", {"type": "expect_column_values_to_be_between", "meta": {
+        "severity": "critcal"}, "kwargs": {"column": "rows", "min_value": 1}}, "'critcal'"),
+    ("curated_rows", {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "id"}},
+     "not a per-row expectation"),
+    ("curated_rows", {"type": "expect_column_mean_to_be_between", "kwargs": {
+        "column": "id", "min_value": 0}}, "not a per-row expectation"),
+    ("curated_dataset", {"type": "expect_column_values_to_be_between", "kwargs": {
+        "column": "dupe_ratio", "max_value": 0.1}}, "'dupe_ratio', which is not a metric"),
+], ids=["misspelt-severity", "uniqueness-in-rows", "aggregate-in-rows", "unknown-metric"])
+def test_a_suite_the_gate_would_misread_is_refused(tmp_path: Path, config: Config, suite: str,
+                                                   expectation: dict, message: str) -> None:
+    import shutil
+
+    from tasks.validate import SuiteError
+
+    folder = tmp_path / "expectations"
+    shutil.copytree(config.expectations_path, folder)
+    path = folder / f"{suite}.json"
+    edited = json.loads(path.read_text())
+    edited["expectations"].append(expectation)
+    path.write_text(json.dumps(edited))
+    with pytest.raises(SuiteError, match=message):
+        validate_snapshot(snapshot_dir(tmp_path), CLEAN_CARD,
+                          config.model_copy(update={"expectations_path": str(folder)}), tmp_path)
+
+
+def test_agreement_is_skipped_without_annotators(tmp_path: Path, config: Config) -> None:
+    card = {**CLEAN_CARD, "annotation_consistency": None}
+    result = validate_snapshot(snapshot_dir(tmp_path), card, config, tmp_path)
+    assert result.passed
+    assert [s for s in result.skipped if "annotation_consistency" in s]
