@@ -98,10 +98,18 @@ def _registry(config: Config):
 def promote(version: str = typer.Option(..., help="Model version to make champion."),
             config: Path | None = CONFIG_OPTION) -> None:
     """Make a model version the champion by hand (recorded in the champion history)."""
+    from mlflow.exceptions import MlflowException
+
     from tasks.promote import set_champion
 
     settings = load_config(config)
     client = _registry(settings)
+    try:
+        client.get_model_version(settings.model_name, version)
+    except MlflowException as err:
+        typer.secho(f"model {settings.model_name} has no version {version} in "
+                    f"{settings.public_tracking_uri()}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from err
     set_champion(client, settings.model_name, version)
     client.set_model_version_tag(settings.model_name, version, "finegate.promotion",
                                  "promoted to champion by hand (finegate promote)")

@@ -84,7 +84,12 @@ def conflicting_clusters(keys: pd.DataFrame, duplicates: pd.DataFrame) -> pd.Dat
     if content.empty:
         return pd.DataFrame(columns=CONFLICT_COLUMNS)
     labels = content.groupby("duplicate_of")["label"].agg(set)
-    kept = keys.loc[keys["id"].isin(labels.index)].drop_duplicates("id")
+    # the surviving row of each cluster (ids are unique among survivors; a dropped row may
+    # share its id, e.g. the same record delivered twice)
+    dropped = set(zip(duplicates["source"], duplicates["position"], strict=True))
+    survivors = keys.loc[[key not in dropped for key in
+                          zip(keys["source"], keys["position"], strict=True)]]
+    kept = survivors.loc[survivors["id"].isin(labels.index)]
     kept = kept.assign(labels=[sorted(labels[i] | {lab}) for i, lab in
                                zip(kept["id"], kept["label"], strict=True)])
     kept = kept.loc[kept["labels"].str.len() > 1]

@@ -107,7 +107,8 @@ def set_champion(client: Any, name: str, version: str) -> None:
     """Make ``version`` the champion and append it to the champion history."""
     client.set_registered_model_alias(name, CHAMPION, version)
     history = champion_history(client, name)
-    client.set_registered_model_tag(name, HISTORY_TAG, ",".join([*history, version]))
+    if history[-1:] != [version]:
+        client.set_registered_model_tag(name, HISTORY_TAG, ",".join([*history, version]))
 
 
 def rollback_champion(client: Any, name: str) -> str:
@@ -118,6 +119,8 @@ def rollback_champion(client: Any, name: str) -> str:
                          f"(champion history: {history or 'empty'})")
     client.set_registered_model_alias(name, CHAMPION, history[-2])
     client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[:-1]))
+    client.set_model_version_tag(name, history[-1], "finegate.promotion",
+                                 f"rolled back: champion is version {history[-2]} again")
     return history[-2]
 
 

@@ -108,6 +108,8 @@ def test_review_drops_noisy_rows_to_quarantine(tmp_path: Path) -> None:
     assert result.rows == 150 - dedup.duplicates
     assert result.annotation["rows_with_annotators"] == 30
     assert result.annotation["unanimous_share"] == 1.0
+    assert result.annotation["per_annotator"] == {"ann1": 1.0, "ann2": 1.0}
+    assert result.annotation["krippendorff_alpha"] == pytest.approx(1.0)
 
 
 def test_texts_without_a_shared_word_skip_detection_instead_of_crashing() -> None:
