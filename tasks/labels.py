@@ -101,7 +101,9 @@ def label_issues(texts: list[str], labels: list[str], label_set: list[str],
     remap = {c: i for i, c in enumerate(present)}
     compact = probabilities[:, present]
     compact_labels = np.array([remap[c] for c in given])
-    issues = find_label_issues(compact_labels, compact)
+    # n_jobs=1: a multiprocessing pool forked from this threaded process (Prefect, Dask) can
+    # deadlock; one process is fast enough here (seconds for 100k rows)
+    issues = find_label_issues(compact_labels, compact, n_jobs=1)
     quality = get_label_quality_scores(compact_labels, compact)
     suggested = probabilities.argmax(axis=1)
     frame = pd.DataFrame({

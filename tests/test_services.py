@@ -164,7 +164,7 @@ def test_flow_on_real_prefect_mlflow_and_dask(prefect_server: str, mlflow_server
     artifacts = {a["key"] for a in httpx.post(f"{prefect_server}/artifacts/filter",
                                               json={}).json()}
     assert {"finegate-nightly", "finegate-scorecard", "finegate-gate", "finegate-evaluation",
-            "finegate-training"} <= artifacts
+            "finegate-training", "finegate-promotion", "finegate-report"} <= artifacts
 
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     champion = client.get_model_version_by_alias("finegate-classifier", "champion")
