@@ -11,6 +11,10 @@ import typer
 
 from finegate.config import Config, load_config
 
+# Prefect's temporary server gives itself 20 s to start; a first start (database migrations) on
+# a small machine takes longer. Set before Prefect is imported, which reads its settings then.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
 if TYPE_CHECKING:
     from flows.nightly import NightlyResult
 
