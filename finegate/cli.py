@@ -12,8 +12,11 @@ import typer
 from finegate.config import Config, load_config
 
 # Prefect's temporary server gives itself 20 s to start; a first start (database migrations) on
-# a small machine takes longer. Set before Prefect is imported, which reads its settings then.
+# a small machine takes longer. Its telemetry heartbeat is off, as in the Makefile (no network
+# beyond package registries; it also raced the server's SQLite file: "database is locked").
+# Set before Prefect is imported, which reads its settings then; the environment still wins.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 if TYPE_CHECKING:
     from flows.nightly import NightlyResult
