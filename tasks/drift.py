@@ -8,13 +8,15 @@ thresholds live in ``expectations/curated_drift.json``.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-_WORD = re.compile(r"\w+")
+# RE2 (Arrow's regex engine) reads \w as ASCII only: spell out Unicode word characters
+_NON_WORD = r"[^\p{L}\p{N}\p{M}_]+"
 
 
 def label_shares(labels: pd.Series) -> dict[str, float]:
@@ -42,22 +44,41 @@ def length_distance(new: pd.Series, old: pd.Series, bins: int = 10) -> float:
     return float(jensenshannon(hist_new, hist_old, base=2))
 
 
-def vocabulary(texts: pd.Series) -> set[str]:
-    """Case-folded words of the texts."""
-    return {w for t in texts for w in _WORD.findall(t.casefold())}
+def _arrow_texts(texts: pd.Series) -> pa.Array:
+    return pa.array(texts.tolist(), type=pa.large_string())
 
 
-def oov_rate(new_texts: pd.Series, known: set[str]) -> float:
-    """Share of word tokens in ``new_texts`` that are not in ``known``."""
-    tokens = [w for t in new_texts for w in _WORD.findall(t.casefold())]
-    return sum(w not in known for w in tokens) / len(tokens) if tokens else 0.0
+def word_counts(texts: pd.Series) -> pd.Series:
+    """Whitespace-separated words per text (Arrow's C++ kernels: seconds for millions of rows)."""
+    counts = pc.fill_null(pc.list_value_length(pc.utf8_split_whitespace(_arrow_texts(texts))), 0)
+    return pd.Series(counts.to_numpy(zero_copy_only=False), index=texts.index)
+
+
+def tokens(texts: pd.Series) -> pa.Array:
+    """Every case-folded word token of the texts (runs of Unicode letters, digits, marks, _)."""
+    pieces = pc.list_flatten(pc.split_pattern_regex(pc.utf8_lower(_arrow_texts(texts)),
+                                                    _NON_WORD))
+    return pc.filter(pieces, pc.not_equal(pieces, ""))
+
+
+def vocabulary(texts: pd.Series) -> pa.Array:
+    """The distinct case-folded words of the texts."""
+    return pc.unique(tokens(texts))
+
+
+def oov_rate(new_texts: pd.Series, known: pa.Array) -> float:
+    """Share of word tokens in ``new_texts`` that are not in the vocabulary ``known``."""
+    words = tokens(new_texts)
+    if len(words) == 0:
+        return 0.0
+    return 1 - pc.sum(pc.is_in(words, value_set=known)).as_py() / len(words)
 
 
 def drift_metrics(current: pd.DataFrame, previous: pd.DataFrame | None) -> dict[str, Any]:
     """Drift of ``current`` (columns id, text, label, drop) against ``previous`` and history."""
-    words = current["text"].str.split().str.len()
+    words = word_counts(current["text"])
     if previous is not None and len(previous):
-        is_new = ~current["drop"].isin(set(previous["drop"]))  # tonight's drops, whatever names
+        is_new = ~current["drop"].isin(previous["drop"].unique())  # tonight's, whatever names
     else:  # first snapshot: its last drop in name order against the others
         is_new = current["drop"] == (current["drop"].max() if len(current) else None)
     newest, history = current[is_new], current[~is_new]
@@ -70,8 +91,9 @@ def drift_metrics(current: pd.DataFrame, previous: pd.DataFrame | None) -> dict[
     }
     if previous is None or previous.empty:
         return metrics
-    old_words = previous["text"].str.split().str.len()
-    new_rows = current[~current["id"].isin(set(previous["id"]))]
+    old_words = word_counts(previous["text"])
+    seen = pc.is_in(_arrow_texts(current["id"]), value_set=_arrow_texts(previous["id"]))
+    new_rows = current[~seen.to_numpy(zero_copy_only=False)]
     metrics.update({
         "label_linf": linf_distance(label_shares(current["label"]),
                                     label_shares(previous["label"])),

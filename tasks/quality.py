@@ -20,7 +20,7 @@ from prefect import task
 from finegate.config import Config
 from finegate.lake import Lake, read_json, write_json
 from tasks.dedup import DedupResult
-from tasks.drift import drift_metrics
+from tasks.drift import drift_metrics, oov_rate, vocabulary, word_counts
 from tasks.labels import LabelsResult
 from tasks.snapshot import SnapshotResult
 
@@ -95,10 +95,10 @@ def length_stats(lengths: pd.Series) -> dict[str, float]:
 
 def vocabulary_coverage(data: pd.DataFrame) -> float | None:
     """Share of the test split's word tokens that occur in the train split's vocabulary."""
-    words = data.assign(tokens=data["text"].str.casefold().str.findall(r"\w+"))
-    train = {w for tokens in words.loc[words["split"] == "train", "tokens"] for w in tokens}
-    test = [w for tokens in words.loc[words["split"] == "test", "tokens"] for w in tokens]
-    return sum(w in train for w in test) / len(test) if test else None
+    test = data.loc[data["split"] == "test", "text"]
+    if test.empty:
+        return None
+    return 1 - oov_rate(test, vocabulary(data.loc[data["split"] == "train", "text"]))
 
 
 def label_distribution(counts: dict[str, int]) -> dict[str, float]:
@@ -186,7 +186,7 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
         "missing_label_ratio": float(reasons.eq("missing label").sum()) / read,
         "quarantine_ratio": accounting["quarantined"] / read,
         "length_chars": length_stats(data["text"].str.len()),
-        "length_words": length_stats(data["text"].str.split().str.len()),
+        "length_words": length_stats(word_counts(data["text"])),
         "accounting": accounting,
     }
     card["deltas"] = scorecard_deltas(

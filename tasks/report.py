@@ -20,6 +20,7 @@ from prefect import task
 
 from finegate.config import Config
 from finegate.lake import read_json, write_json
+from tasks.drift import word_counts
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -144,7 +145,7 @@ def render_report(run: dict[str, Any], out: Path) -> Path:
         "<h2>Class balance</h2>",
         bar_chart(shares, f"share of rows per label (balance {card['class_balance']:.3f})"),
         "<h2>Text length</h2>",
-        histogram(data["text"].str.split().str.len().tolist(), "words per text"),
+        histogram(word_counts(data["text"]).tolist(), "words per text"),
         "<h2>Duplicate clusters</h2>",
         table(duplicate_clusters(run["duplicates_path"]), "no duplicates"),
         "<h2>Quarantined rows (sample)</h2>",
