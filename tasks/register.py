@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -115,6 +116,7 @@ def model_card(config: Config, snapshot: SnapshotResult, scorecard: dict[str, An
     golden = (f"- golden set: macro-F1 {evaluation.golden_macro_f1:.3f} on "
               f"{evaluation.golden_rows} rows\n" if evaluation.golden_rows else "")
     params = "\n".join(f"- {k}: {v}" for k, v in trained.params.items())
+    warnings = "".join(f"\n  - {w}" for w in gate.get("warnings", []))
     return f"""# {config.model_name}
 
 Sequence classifier over {", ".join(config.labels)}, fine-tuned by Finegate.
@@ -126,7 +128,7 @@ Sequence classifier over {", ".join(config.labels)}, fine-tuned by Finegate.
 - quarantine ratio {scorecard["quarantine_ratio"]:.3f}
 
 ## Quality gate
-- passed with {len(gate.get("warnings", []))} warning(s)
+- passed with {len(gate.get("warnings", []))} warning(s){warnings}
 
 ## Metrics
 - test split: accuracy {evaluation.accuracy:.3f}, macro-F1 {evaluation.macro_f1:.3f} on
@@ -135,6 +137,7 @@ Sequence classifier over {", ".join(config.labels)}, fine-tuned by Finegate.
 ## Training
 {params}
 - hardware: {hardware}; {trained.seconds:.0f} s, {trained.samples_per_second:.1f} samples/s
+- registered: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}
 - code version: {code_version()}
 """
 

@@ -7,3 +7,27 @@ def test_code_version_is_the_git_commit() -> None:
     version = code_version()
     assert version == "unknown" or len(version.split("+")[0]) == 40
     assert code_version(Path("/")) == "unknown"
+
+
+def test_model_card_names_the_data_the_gate_and_the_training() -> None:
+    from finegate.config import Config
+    from tasks.evaluate import EvaluationResult
+    from tasks.finetune import FinetuneResult
+    from tasks.register import model_card
+    from tasks.snapshot import SnapshotResult
+
+    snapshot = SnapshotResult(digest="ab" * 32, path="/lake/s", data_path="/lake/s/data",
+                              duplicates_path="/lake/s/dup", rows=120, drops=["day1", "day2"])
+    trained = FinetuneResult(model_dir="/m", device="cpu", steps=4, train_rows=96,
+                             train_loss=0.5, best_validation_macro_f1=0.8, stopped_early=False,
+                             resumed_from=0, seconds=3.0, samples_per_second=10.0,
+                             params={"max_length": 32, "bf16": False})
+    evaluation = EvaluationResult(accuracy=0.9, macro_f1=0.88, test_rows=12, report_path="/e",
+                                  golden_macro_f1=0.85, golden_rows=30)
+    card = model_card(Config(), snapshot, {"class_balance": 0.99, "duplicate_ratio": 0.02,
+                                           "noise_ratio": 0.01, "quarantine_ratio": 0.05},
+                      {"warnings": ["curated_rows: short texts"]}, trained, evaluation)
+    assert snapshot.digest in card and "day1, day2" in card
+    assert "passed with 1 warning(s)" in card and "short texts" in card
+    assert "golden set: macro-F1 0.850 on 30 rows" in card
+    assert "max_length: 32" in card and "registered: 20" in card
