@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from finegate.config import Config
+from finegate.lake import Lake, write_json
+from tasks.quality import build_scorecard, record_history
 from tasks.validate import QualityGateFailed, load_suite_json, validate_rows, validate_snapshot
+from tests.conftest import LABELS, topic_rows, topic_text
+from tests.test_snapshot import curate
 
 CLEAN_CARD = {"snapshot": "0" * 64, "rows": 60, "duplicate_ids": 0, "class_balance": 1.0,
               "max_class_share": 0.5, "labels_present": 2, "min_class_rows": 30,
@@ -138,3 +143,35 @@ def test_agreement_is_skipped_without_annotators(tmp_path: Path, config: Config)
     result = validate_snapshot(snapshot_dir(tmp_path), card, config, tmp_path)
     assert result.passed
     assert [s for s in result.skipped if "annotation_consistency" in s]
+
+
+def test_bad_data_fails_the_gate_from_the_rows_up(dirty_landing: Path, tmp_path: Path) -> None:
+    """Not injected metrics: a skewed second delivery and a duplicate flood, curated, scored,
+    gated."""
+    config = Config(lake_path=str(tmp_path / "lake"), labels=LABELS)
+    lake = Lake.at(config.lake_path)
+    snapshot, dedup, review = curate(dirty_landing, lake)
+    first = build_scorecard(129, snapshot, lake, LABELS, dedup, review)
+    validate_snapshot(snapshot.data_path, first, config, tmp_path / "night1")  # passes
+    record_history(lake, first["snapshot"],
+                   write_json(Path(snapshot.path) / "scorecard.json", first))
+    rng = random.Random(5)
+    for i in range(60):  # the next delivery is all tech
+        (dirty_landing / "day1" / "Tech" / f"more-{i}.txt").write_text(topic_text("tech", rng))
+    snapshot, dedup, review = curate(dirty_landing, lake)
+    skewed = build_scorecard(189, snapshot, lake, LABELS, dedup, review)
+    with pytest.raises(QualityGateFailed, match="column=label_linf"):
+        validate_snapshot(snapshot.data_path, skewed, config, tmp_path / "night2")
+
+    flood = tmp_path / "flood"
+    rows = "".join(json.dumps(r) + "\n" for r in topic_rows(30, seed=8, prefix="f"))
+    for drop, copies in (("day1", 1), ("day2", 2)):
+        (flood / drop).mkdir(parents=True)
+        (flood / drop / "rows.jsonl").write_text(rows * copies)
+    lake = Lake.at(tmp_path / "flood-lake")
+    snapshot, dedup, review = curate(flood, lake)
+    card = build_scorecard(90, snapshot, lake, LABELS, dedup, review)
+    assert card["duplicate_ratio"] == pytest.approx(60 / 90)
+    with pytest.raises(QualityGateFailed, match="duplicate flood"):
+        validate_snapshot(snapshot.data_path, card, config.model_copy(
+            update={"lake_path": str(lake.root)}), tmp_path / "flood-run")
