@@ -281,10 +281,15 @@ def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
     os.replace(partial, folder / "state.pt")
 
 
+def training_digest(train: TrainConfig) -> str:
+    """A short digest of the training settings: another model or budget is another model."""
+    return hashlib.sha256(train.model_dump_json().encode()).hexdigest()[:8]
+
+
 def model_dir(config: Config, snapshot: SnapshotResult) -> Path:
     """Where the model trained on a snapshot with this training config is kept."""
-    settings = hashlib.sha256(config.train.model_dump_json().encode()).hexdigest()[:8]
-    return Lake.at(config.lake_path).root / "models" / f"{snapshot.digest[:16]}-{settings}"
+    return (Lake.at(config.lake_path).root / "models"
+            / f"{snapshot.digest[:16]}-{training_digest(config.train)}")
 
 
 def training_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:

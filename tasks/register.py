@@ -23,11 +23,12 @@ from prefect import task
 from finegate.config import PROJECT_ROOT, Config
 from finegate.lake import Lake, read_json
 from tasks.evaluate import EvaluationResult
-from tasks.finetune import FinetuneResult
+from tasks.finetune import FinetuneResult, training_digest
 from tasks.snapshot import SnapshotResult
 
 CHALLENGER = "challenger"
 SNAPSHOT_TAG = "finegate.snapshot_digest"
+TRAINING_TAG = "finegate.training_digest"  # the training settings (tasks/finetune.py)
 EVALUATION_TAG = "finegate.evaluation_report"
 PROMOTION_TAG = "finegate.promotion"  # set by tasks/promote.py once the decision is made
 
@@ -201,7 +202,8 @@ def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, 
         )
     # The version is created with its lineage tags in one call, so it is never found untagged.
     version = str(mlflow.register_model(info.model_uri, config.model_name, tags={
-        SNAPSHOT_TAG: snapshot.digest, EVALUATION_TAG: evaluation.report_path}).version)
+        SNAPSHOT_TAG: snapshot.digest, TRAINING_TAG: training_digest(config.train),
+        EVALUATION_TAG: evaluation.report_path}).version)
     client = mlflow.MlflowClient()
     client.update_model_version(config.model_name, version, description=card)
     client.set_registered_model_alias(config.model_name, CHALLENGER, version)
@@ -211,7 +213,8 @@ def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, 
 
 
 def find_registered(config: Config, digest: str) -> RegisterResult | None:
-    """The model version already trained on the snapshot ``digest``, if there is one."""
+    """The model version already trained on the snapshot ``digest`` with these training
+    settings, if there is one (changed settings train a new version on the same data)."""
     from mlflow import MlflowClient
 
     uri = mlflow_uri(config)
@@ -219,7 +222,8 @@ def find_registered(config: Config, digest: str) -> RegisterResult | None:
     # An unreachable registry raises: "not found" must never be guessed (it would retrain).
     versions = client.search_model_versions(f"name='{config.model_name}'")
     for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
-        if version.tags.get(SNAPSHOT_TAG) == digest:
+        if (version.tags.get(SNAPSHOT_TAG), version.tags.get(TRAINING_TAG)) == (
+                digest, training_digest(config.train)):
             # search results do not carry aliases: read the version itself
             found = client.get_model_version(config.model_name, version.version)
             if not found.aliases:  # registered, then interrupted before its alias was set

@@ -31,3 +31,22 @@ def test_model_card_names_the_data_the_gate_and_the_training() -> None:
     assert "passed with 1 warning(s)" in card and "short texts" in card
     assert "golden set: macro-F1 0.850 on 30 rows" in card
     assert "max_length: 32" in card and "registered: 20" in card
+
+
+def test_a_snapshot_is_trained_again_only_with_other_training_settings(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from finegate.config import Config, TrainConfig
+    from tasks.finetune import training_digest
+    from tasks.register import SNAPSHOT_TAG, TRAINING_TAG, find_registered
+
+    config = Config(lake_path=str(tmp_path))
+    client = MlflowClient(tracking_uri=config.tracking_uri(), registry_uri=config.tracking_uri())
+    client.create_registered_model(config.model_name)
+    client.create_model_version(config.model_name, source="file:///tmp/m", tags={
+        SNAPSHOT_TAG: "d1", TRAINING_TAG: training_digest(config.train)})
+    found = find_registered(config, "d1")
+    assert found is not None and found.version == "1"
+    assert find_registered(config, "d2") is None  # new data
+    other = config.model_copy(update={"train": TrainConfig(cpu_max_steps=120)})
+    assert find_registered(other, "d1") is None  # same data, another budget
