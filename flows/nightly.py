@@ -104,15 +104,15 @@ def nightly_stages(config: Config) -> NightlyResult:
         registered = register(config, snapshot, scored.scorecard_path, gate.gate_path, trained,
                               evaluation, str(flow_run.get_id() or ""), run_name)
     else:
-        print(f"snapshot {snapshot.digest[:16]} is unchanged since model version "
-              f"{registered.version}: no retraining, no new version")
+        print(f"snapshot {snapshot.digest[:16]} already trained with these settings as model "
+              f"version {registered.version}: no retraining, no new version")
     if not registered.decided and registered.evaluation_report:  # new, or stopped before it
         promote(config, registered.version, registered.evaluation_report)
         registered = find_registered(config, snapshot.digest)  # with its aliases after promotion
     rows = accounting(config, rows_read, snapshot)
+    model_uri = f"models:/{registered.model_name}/{registered.version}"
     report_page = report(config, {**page, "evaluation_path": registered.evaluation_report,
-                           "mlflow": f"{registered.tracking_uri} "
-                                     f"models:/{registered.model_name}/{registered.version}"})
+                                  "mlflow": f"{registered.tracking_uri} {model_uri}"})
 
     result = NightlyResult(run_dir=run_dir, drops_ingested=drops.to_ingest, snapshot=snapshot,
                            scorecard_path=scored.scorecard_path, gate_path=gate.gate_path,
