@@ -16,13 +16,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 ENV_PREFIX = "FINEGATE_"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class Strict(BaseModel):
     """A config section that refuses unknown keys: a misspelt setting is an error, not a no-op."""
 
     model_config = ConfigDict(extra="forbid")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def demo_model_path() -> str:

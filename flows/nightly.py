@@ -85,14 +85,15 @@ def nightly_stages(config: Config) -> NightlyResult:
     snapshot = build_snapshot(config, list(history), duplicates, reviewed)
     rows_read = sum(history.values())
     scored = quality(config, rows_read, snapshot, duplicates, reviewed)
-    page = {"run_name": run_name, "run_dir": run_dir, "scorecard_path": scored.scorecard_path,
-            "gate_path": str(Path(run_dir) / "gate.json"), "data_path": snapshot.data_path,
-            "duplicates_path": snapshot.duplicates_path, "decisions_path": reviewed.decisions_path,
-            "quarantine_dir": str(Lake.at(config.lake_path).root / "quarantine")}
+    report_inputs = {
+        "run_name": run_name, "run_dir": run_dir, "scorecard_path": scored.scorecard_path,
+        "gate_path": str(Path(run_dir) / "gate.json"), "data_path": snapshot.data_path,
+        "duplicates_path": snapshot.duplicates_path, "decisions_path": reviewed.decisions_path,
+        "quarantine_dir": str(Lake.at(config.lake_path).root / "quarantine")}
     try:
         gate = validate(config, snapshot.data_path, scored.scorecard, run_dir, run_name)
     except QualityGateFailed:
-        report(config, page)  # a stopped night is the one whose report matters most
+        report(config, report_inputs)  # a stopped night is the one whose report matters most
         raise
     split(config, snapshot.data_path)
 
@@ -111,7 +112,7 @@ def nightly_stages(config: Config) -> NightlyResult:
         registered = find_registered(config, snapshot.digest)  # with its aliases after promotion
     rows = accounting(config, rows_read, snapshot)
     model_uri = f"models:/{registered.model_name}/{registered.version}"
-    report_page = report(config, {**page, "evaluation_path": registered.evaluation_report,
+    report_page = report(config, {**report_inputs, "evaluation_path": registered.evaluation_report,
                                   "mlflow": f"{registered.tracking_uri} {model_uri}"})
 
     result = NightlyResult(run_dir=run_dir, drops_ingested=drops.to_ingest, snapshot=snapshot,

@@ -134,7 +134,8 @@ def download_model(client: Any, name: str, version: str) -> tuple[Path, Path]:
 
 
 def promote_challenger(config: Config, version: str, report_path: str) -> PromotionDecision:
-    """Compare the new version with the champion on the same rows; move aliases; tag why."""
+    """Name the new version challenger, compare it with the champion on the same rows, move
+    the champion alias if it wins, and tag why."""
     from mlflow import MlflowClient
 
     from tasks.evaluate import predict
@@ -146,6 +147,7 @@ def promote_challenger(config: Config, version: str, report_path: str) -> Promot
     name = config.model_name
     report = read_json(Path(report_path))
     part = report.get("golden") or report["test"]
+    client.set_registered_model_alias(name, CHALLENGER, version)
     champion = current_champion(client, name)
     if champion == version:  # a retry after the alias moved: decided already
         return PromotionDecision(True, [f"version {version} is already champion"])

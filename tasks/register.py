@@ -3,8 +3,8 @@
 Logs params, metrics, the snapshot as an MLflow dataset input (with Finegate's own digest of the
 whole snapshot, not MLflow's first-10,000-rows one), the scorecard, gate and evaluation reports,
 and lineage tags (snapshot digest, drops, sources, code version, Prefect flow run). The model is
-registered with a model card and gets the alias ``challenger``; ``tasks/promote.py`` decides
-whether it becomes ``champion``.
+registered with a model card; ``tasks/promote.py`` names it ``challenger`` and decides whether
+it becomes ``champion``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from tasks.evaluate import EvaluationResult
 from tasks.finetune import FinetuneResult, training_digest
 from tasks.snapshot import SnapshotResult
 
-CHALLENGER = "challenger"
 SNAPSHOT_TAG = "finegate.snapshot_digest"
 TRAINING_TAG = "finegate.training_digest"  # the training settings (tasks/finetune.py)
 EVALUATION_TAG = "finegate.evaluation_report"
@@ -204,11 +203,9 @@ def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, 
     version = str(mlflow.register_model(info.model_uri, config.model_name, tags={
         SNAPSHOT_TAG: snapshot.digest, TRAINING_TAG: training_digest(config.train),
         EVALUATION_TAG: evaluation.report_path}).version)
-    client = mlflow.MlflowClient()
-    client.update_model_version(config.model_name, version, description=card)
-    client.set_registered_model_alias(config.model_name, CHALLENGER, version)
+    mlflow.MlflowClient().update_model_version(config.model_name, version, description=card)
     return RegisterResult(tracking_uri=config.public_tracking_uri(), run_id=run.info.run_id,
-                          model_name=config.model_name, version=version, aliases=[CHALLENGER],
+                          model_name=config.model_name, version=version, aliases=[],
                           evaluation_report=evaluation.report_path, decided=False)
 
 
@@ -226,9 +223,6 @@ def find_registered(config: Config, digest: str) -> RegisterResult | None:
                 digest, training_digest(config.train)):
             # search results do not carry aliases: read the version itself
             found = client.get_model_version(config.model_name, version.version)
-            if not found.aliases:  # registered, then interrupted before its alias was set
-                client.set_registered_model_alias(config.model_name, CHALLENGER, found.version)
-                found = client.get_model_version(config.model_name, version.version)
             return RegisterResult(tracking_uri=config.public_tracking_uri(), run_id=found.run_id,
                                   model_name=config.model_name, version=str(found.version),
                                   aliases=sorted(found.aliases),
