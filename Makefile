@@ -37,8 +37,10 @@ browser:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 	  >/dev/null; } || echo "chromium not installed: the report's browser test will be skipped"
 
+# ruff, and the import-linter contracts in pyproject.toml (layers; stages independent)
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf demo-workspace .pytest_cache

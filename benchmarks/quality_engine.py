@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finegate.config import DedupConfig, LabelsConfig
+from finegate.core.config import DedupConfig, LabelsConfig
+from finegate.core.near_dedup import minhash_signatures, near_duplicates, shingles
+from finegate.core.text import normalise_text, text_hash
 from finegate.demo import corpus_root
-from tasks.clean import normalise_text, text_hash
-from tasks.labels import choose_actions, label_issues
-from tasks.near_dedup import minhash_signatures, near_duplicates, shingles
+from finegate.tasks.labels import choose_actions, label_issues
 
 LABELS = ["business", "entertainment", "politics", "sports", "tech"]
 THRESHOLD, SHINGLE, PERMS = DedupConfig().threshold, DedupConfig().shingle_size, 128
@@ -97,10 +97,10 @@ def near_dup_quality(base: pd.DataFrame, copies: int, seed: int) -> dict:
     jaccards = [len(shingles(a, SHINGLE) & shingles(b, SHINGLE))
                 / len(shingles(a, SHINGLE) | shingles(b, SHINGLE))
                 for a, b in zip(originals["text"], planted["text"], strict=True)]
-    from finegate.config import Config
-    from tasks.clean import label_key, label_lookup
+    from finegate.core.config import Config
+    from finegate.core.text import label_key, label_lookup
 
-    lookup = label_lookup(Config().labels, {})
+    lookup = label_lookup(Config().label_set)
     variants_mapped = sum(lookup.get(label_key(v)) is not None for v in planted["label"])
     return {"base_rows": len(base), "planted_copies": copies, "num_perm": PERMS,
             "true_jaccard_of_copies": {"min": min(jaccards), "median": float(np.median(jaccards))},
@@ -164,7 +164,7 @@ def embed(texts: list[str]) -> np.ndarray:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from finegate.config import demo_model_path
+    from finegate.core.config import demo_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(demo_model_path())
     model = AutoModel.from_pretrained(demo_model_path()).eval()

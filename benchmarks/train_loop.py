@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from finegate.config import Config, TrainConfig, demo_model_path
+from finegate.core.config import Config, TrainConfig, demo_model_path
+from finegate.core.text import normalise_text
 from finegate.demo import corpus_root
-from tasks.clean import normalise_text
 
 LABELS = Config().labels
 
@@ -52,16 +52,18 @@ BF16_DENSE_PEAK = {"H100": 989e12, "H200": 989e12}  # FLOP/s, SXM, dense (no spa
 
 
 def run_finegate(data: str, args: argparse.Namespace, out: Path) -> dict:
-    from tasks.evaluate import evaluate_model
-    from tasks.finetune import train_classifier
+    from finegate.core.config import EvaluationConfig, LabelSet
+    from finegate.tasks.evaluate import evaluate_model
+    from finegate.tasks.finetune import train as train_model
 
     batch, steps = 16, args.train // 16
     train = TrainConfig(device=args.device, cpu_max_length=args.max_length, cpu_batch_size=batch,
                         cpu_max_steps=steps, max_length=args.max_length, batch_size=batch,
                         max_steps=steps, epochs=1, cpu_eval_every=10**9, eval_every=10**9,
                         compile=args.compile)
-    result = train_classifier(data, LABELS, train, out / "model")
-    evaluation = evaluate_model(result.model_dir, data, Config(train=train), out)
+    result = train_model(data, LABELS, train, out / "model")
+    evaluation = evaluate_model(result.model_dir, data, out, label_set=LabelSet(tuple(LABELS), {}),
+                                train=train, evaluation=EvaluationConfig())
     return {"samples": result.steps * batch, "train_seconds": result.seconds,
             "macro_f1": evaluation.macro_f1, "batch_size": batch,
             "learning_rate": result.params["learning_rate"], "bf16": result.params["bf16"]}

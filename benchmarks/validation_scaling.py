@@ -25,12 +25,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from finegate.config import Config, SplitConfig
-from finegate.lake import Lake
-from tasks.clean import clean_drop
-from tasks.ingest import ingest_drop
-from tasks.split import assign_split
-from tasks.validate import load_suite_json, validate_rows
+from finegate.core.config import Config, SplitConfig
+from finegate.core.lake import Lake
+from finegate.core.splits import assign_split
+from finegate.tasks.clean import clean_drop
+from finegate.tasks.ingest import ingest_drop
+from finegate.tasks.validate import load_suite_json, validate_rows
 
 WORDS = ("market growth shares profit film award band music election minister vote party "
          "match goal team season phone software chip network the a of and to in said").split()
@@ -73,8 +73,8 @@ def timed_validation(data: Path, workers: int, suite: dict) -> float:
 
 def timed_scorecard_metrics(data: Path) -> float:
     """The scorecard's metrics over the whole snapshot, this snapshot standing in as previous."""
-    from tasks.drift import drift_metrics, word_counts
-    from tasks.quality import length_stats, vocabulary_coverage
+    from finegate.core.drift import drift_metrics, word_counts
+    from finegate.tasks.quality import length_stats, vocabulary_coverage
 
     started = time.perf_counter()
     frame = pq.read_table(data, columns=["id", "text", "label", "split"]).to_pandas()
@@ -102,7 +102,7 @@ def main() -> None:
                           memory_limit="6GiB") as cluster, Client(cluster):
             started = time.perf_counter()
             ingest_drop(root / "landing", "big", lake)
-            clean_drop("big", lake, LABELS, {})
+            clean_drop("big", lake, Config().label_set)
             ingest_clean = time.perf_counter() - started
         curate(lake, root / "snapshot")
         suite = load_suite_json(Config().expectations_path, "curated_rows")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from finegate.config import Config, load_config
+from finegate.core.config import Config, load_config
 
 # Prefect's temporary server gives itself 20 s to start; a first start (database migrations) on
 # a small machine takes longer. Its telemetry heartbeat is off, as in the Makefile (no network
@@ -19,7 +19,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 if TYPE_CHECKING:
-    from flows.nightly import NightlyResult
+    from finegate.flows.nightly import NightlyResult
 
 app = typer.Typer(help="Finegate: data-quality-gated fine-tuning, run as a nightly flow.",
                   no_args_is_help=True, add_completion=False)
@@ -29,10 +29,10 @@ CONFIG_OPTION = typer.Option(None, "--config", "-c", envvar="FINEGATE_CONFIG",
 
 
 def _run(config: Config) -> NightlyResult:
-    from finegate.lake import LakeBusy
-    from flows.nightly import run_nightly
-    from tasks.quality import AccountingError
-    from tasks.validate import QualityGateFailed
+    from finegate.core.lake import LakeBusy
+    from finegate.flows.nightly import run_nightly
+    from finegate.tasks.quality import AccountingError
+    from finegate.tasks.validate import QualityGateFailed
 
     try:
         return run_nightly(config)
@@ -52,13 +52,13 @@ def print_result(result: NightlyResult, config: Config) -> None:
         "",
         "Finegate nightly run finished.",
         f"  drops ingested   {', '.join(result.drops_ingested) or 'none (nothing new)'}",
-        f"  rows read        {a['rows_read']} = curated {a['curated']} + quarantined "
-        f"{a['quarantined']} + duplicates {a['duplicates']}",
+        f"  rows read        {a.rows_read} = curated {a.curated} + quarantined "
+        f"{a.quarantined} + duplicates {a.duplicates}",
         f"  snapshot         {result.snapshot.path}",
         f"  report           {result.report}",
         f"  scorecard        {result.scorecard_path}",
-        f"  quality gate     {result.gate_path}",
-        f"  GX Data Docs     {result.data_docs}",
+        f"  quality gate     {result.gate.gate_path}",
+        f"  GX Data Docs     {result.gate.data_docs}",
         f"  quarantine       {Path(config.lake_path).resolve() / 'quarantine'}",
         f"  evaluation       {evaluation}",
         f"  MLflow           {r.tracking_uri}",
@@ -84,21 +84,12 @@ def serve(config: Path | None = CONFIG_OPTION,
           cron: str | None = typer.Option(None, help="Cron schedule; default schedule.cron."),
           timezone: str | None = typer.Option(None, help="Default schedule.timezone.")) -> None:
     """Serve the nightly flow on this machine on its cron schedule (one run at a time)."""
-    from flows.nightly import serve_nightly
+    from finegate.flows.nightly import serve_nightly
 
     settings = load_config(config)
     if config:  # served runs load the config themselves when they start
         os.environ["FINEGATE_CONFIG"] = str(config.resolve())
     serve_nightly(cron or settings.schedule.cron, timezone or settings.schedule.timezone)
-
-
-def _registry(config: Config):
-    from mlflow import MlflowClient
-
-    from tasks.register import mlflow_uri
-
-    uri = mlflow_uri(config)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 @app.command()
@@ -107,30 +98,30 @@ def promote(version: str = typer.Option(..., help="Model version to make champio
     """Make a model version the champion by hand (recorded in the champion history)."""
     from mlflow.exceptions import MlflowException
 
-    from tasks.promote import set_champion
+    from finegate.core.registry import PROMOTION_TAG, client, set_champion
 
     settings = load_config(config)
-    client = _registry(settings)
+    registry = client(settings.registry)
     try:
-        client.get_model_version(settings.model_name, version)
+        registry.get_model_version(settings.model_name, version)
     except MlflowException as err:
         typer.secho(f"model {settings.model_name} has no version {version} in "
                     f"{settings.public_tracking_uri()}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1) from err
-    set_champion(client, settings.model_name, version)
-    client.set_model_version_tag(settings.model_name, version, "finegate.promotion",
-                                 "promoted to champion by hand (finegate promote)")
+    set_champion(registry, settings.model_name, version)
+    registry.set_model_version_tag(settings.model_name, version, PROMOTION_TAG,
+                                   "promoted to champion by hand (finegate promote)")
     typer.echo(f"models:/{settings.model_name}@champion is now version {version}")
 
 
 @app.command()
 def rollback(config: Path | None = CONFIG_OPTION) -> None:
     """Give the champion alias back to the previous champion."""
-    from tasks.promote import rollback_champion
+    from finegate.core.registry import client, rollback_champion
 
     settings = load_config(config)
     try:
-        version = rollback_champion(_registry(settings), settings.model_name)
+        version = rollback_champion(client(settings.registry), settings.model_name)
     except ValueError as err:
         typer.secho(str(err), fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1) from err
@@ -148,7 +139,7 @@ def experiment(config: Path | None = CONFIG_OPTION,
                out: Path | None = typer.Option(None, help="Output folder.")) -> None:
     """Quality vs quantity: macro-F1 over label noise × data fraction × cleaning."""
     from finegate.demo import demo_snapshot
-    from flows.quality_vs_quantity import quality_vs_quantity
+    from finegate.flows.quality_vs_quantity import quality_vs_quantity
 
     settings = load_config(config)
     data = snapshot or demo_snapshot(Path(settings.lake_path) / "experiments" / "bbc.parquet")
@@ -165,10 +156,9 @@ RUN_DIR_ARGUMENT = typer.Argument(..., help="A run folder: <lake>/runs/<run>")
 @app.command("report")
 def report_command(run_dir: Path = RUN_DIR_ARGUMENT) -> None:
     """Re-render the HTML quality report of a finished run."""
-    from finegate.lake import read_json
-    from tasks.report import render_report
+    from finegate.tasks.report import read_report_inputs, render_report
 
-    path = render_report(read_json(run_dir / "run.json"), run_dir / "report.html")
+    path = render_report(read_report_inputs(run_dir), run_dir / "report.html")
     typer.echo(f"report: {path}")
 
 

@@ -117,9 +117,9 @@ def write_demo_config(workspace: Path) -> Path:
 def demo_snapshot(path: Path) -> Path:
     """BBC News as one snapshot-like Parquet file (cleaned, exact duplicates removed, stable
     split), for ``finegate experiment`` without a lake."""
-    from finegate.config import SplitConfig
-    from tasks.clean import normalise_text, text_hash
-    from tasks.split import assign_split
+    from finegate.core.config import SplitConfig
+    from finegate.core.splits import assign_split
+    from finegate.core.text import normalise_text, text_hash
 
     rows = []
     for file in sorted(corpus_root().glob("*/*.txt")):

@@ -1,7 +1,8 @@
 """The nightly Finegate flow: landing drops -> curated snapshot -> quality gate -> model.
 
-Each stage is a Prefect task in ``tasks/<stage>.py``. Ingest, clean, dedup and snapshot run
-their partitions on the flow's Dask cluster (a LocalCluster, or ``dask.scheduler_address``).
+The flow body below is the DAG. Each step is a thin Prefect task in ``flows/steps.py`` that
+calls one stage module in ``tasks/``; ingest, clean, dedup, snapshot and the gate run their
+partitions on the flow's Dask cluster (a LocalCluster, or ``dask.scheduler_address``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from distributed import Client, LocalCluster
 from prefect import flow
@@ -20,22 +19,37 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.runtime import flow_run
 from prefect.schedules import Cron
 
-from finegate.config import Config, load_config
-from finegate.lake import Lake, lake_lock
-from tasks.clean import clean
-from tasks.dedup import dedup
-from tasks.evaluate import EvaluationResult, evaluate
-from tasks.finetune import finetune
-from tasks.ingest import ingest
-from tasks.labels import review as review_labels
-from tasks.ledger import ledger_drops, plan, record
-from tasks.promote import promote
-from tasks.quality import accounting, quality
-from tasks.register import RegisterResult, find_registered, register, registered_for
-from tasks.report import report
-from tasks.snapshot import SnapshotResult, build_snapshot
-from tasks.split import split
-from tasks.validate import QualityGateFailed, validate
+from finegate.core.config import Config, DaskConfig, load_config
+from finegate.core.lake import Lake, lake_lock
+from finegate.core.results import (
+    Accounting,
+    EvaluationResult,
+    GateResult,
+    LabelsResult,
+    RegisterResult,
+    ReportInputs,
+    SnapshotResult,
+)
+from finegate.flows.steps import (
+    build_snapshot,
+    clean_drop,
+    deduplicate,
+    evaluate_model,
+    find_trained_model,
+    ingest_drop,
+    plan_drops,
+    promote_model,
+    record_drop,
+    recount,
+    register_model,
+    review_labels,
+    run_gate,
+    score_snapshot,
+    train_model,
+    write_report,
+)
+from finegate.tasks.ledger import ledger_drops
+from finegate.tasks.register import RunLineage
 
 
 @dataclass(frozen=True)
@@ -46,13 +60,16 @@ class NightlyResult:
     drops_ingested: list[str]
     snapshot: SnapshotResult
     scorecard_path: str
-    gate_path: str
-    data_docs: str
+    gate: GateResult
     evaluation: EvaluationResult | None
     registered: RegisterResult
-    trained: bool
-    accounting: dict[str, Any]
+    accounting: Accounting
     report: str
+
+    @property
+    def trained(self) -> bool:
+        """Whether this run trained a model (False: the snapshot was already trained on)."""
+        return self.evaluation is not None
 
 
 @flow(name="finegate-nightly", log_prints=True)
@@ -63,66 +80,79 @@ def nightly(config: Config | None = None) -> NightlyResult:
     how deployments run it.
     """
     config = config or load_config()
-    with lake_lock(Lake.at(config.lake_path)), dask_cluster(config) as client:
+    lake = Lake.at(config.lake_path)
+    with lake_lock(lake), dask_cluster(config.dask) as client:
         print(f"Dask cluster: {client.dashboard_link or client.scheduler.address}")
-        return nightly_stages(config)
+        return nightly_dag(config, lake)
 
 
-def nightly_stages(config: Config) -> NightlyResult:
-    """The DAG, stage by stage (called inside the flow, with the Dask client set)."""
-    run_name = f"{flow_run.get_scheduled_start_time():%Y%m%dT%H%M%SZ}-{flow_run.get_name()}"
-    run_dir = str(Lake.at(config.lake_path).run(run_name))
-
-    drops = plan(config)
+def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
+    """The DAG, stage by stage (inside the flow, with the Dask client set)."""
+    run_name, run_dir = this_run(lake)
+    drops = plan_drops(config.landing_path, lake)
     print(f"run {run_name}: {drops.describe()}")
     for drop in drops.to_ingest:
-        ingested = ingest(config, drop)
-        clean(config, drop)
-        record(config, drop, drops.scans[drop], ingested.rows_read)
-    history = ledger_drops(Lake.at(config.lake_path))
-    duplicates = dedup(config, list(history))
-    reviewed = review_labels(config, list(history), duplicates)
-    snapshot = build_snapshot(config, list(history), duplicates, reviewed)
-    rows_read = sum(history.values())
-    scored = quality(config, rows_read, snapshot, duplicates, reviewed)
-    report_inputs = {
-        "run_name": run_name, "run_dir": run_dir, "scorecard_path": scored.scorecard_path,
-        "gate_path": str(Path(run_dir) / "gate.json"), "data_path": snapshot.data_path,
-        "duplicates_path": snapshot.duplicates_path, "decisions_path": reviewed.decisions_path,
-        "quarantine_dir": str(Lake.at(config.lake_path).root / "quarantine")}
-    try:
-        gate = validate(config, snapshot.data_path, scored.scorecard, run_dir, run_name)
-    except QualityGateFailed:
-        report(config, report_inputs)  # a stopped night is the one whose report matters most
-        raise
-    split(config, snapshot.data_path)
-
-    registered = registered_for(config, snapshot.digest)
+        ingested = ingest_drop(lake, config.landing_path, drop, config.dask)
+        clean_drop(lake, drop, config.label_set)
+        record_drop(lake, drop, drops.scans[drop], ingested.rows_read)
+    drop_names, rows_read = ingested_history(lake)  # every drop so far, and rows read
+    duplicates = deduplicate(lake, drop_names, config.dedup)
+    reviewed = review_labels(lake, drop_names, duplicates, config.labels, config.label_quality)
+    curated = build_snapshot(lake, drop_names, duplicates, reviewed, config.split)
+    scored = score_snapshot(lake, rows_read, curated, duplicates, reviewed, config.labels)
+    inputs = report_inputs(lake, run_name, run_dir, curated, scored.scorecard_path, reviewed)
+    gate = run_gate(lake, curated, scored, config.expectations_path, config.labels, inputs)
+    curated.check_trainable()
+    registered = find_trained_model(config.registry, curated.digest, config.train.digest())
     evaluation = None
     if registered is None:
-        trained = finetune(config, snapshot)
-        evaluation = evaluate(config, trained.model_dir, snapshot.data_path, run_dir)
-        registered = register(config, snapshot, scored.scorecard_path, gate.gate_path, trained,
-                              evaluation, str(flow_run.get_id() or ""), run_name)
-    else:
-        print(f"snapshot {snapshot.digest[:16]} already trained with these settings as model "
-              f"version {registered.version}: no retraining, no new version")
+        trained = train_model(lake, curated, config.labels, config.train)
+        evaluation = evaluate_model(trained.model_dir, curated.data_path, run_dir,
+                                    config.label_set, config.train, config.evaluation)
+        registered = register_model(config.registry, curated, scored, gate, trained, evaluation,
+                                    config.train, lineage(config, run_name))
     if not registered.decided and registered.evaluation_report:  # new, or stopped before it
-        promote(config, registered.version, registered.evaluation_report)
-        registered = find_registered(config, snapshot.digest)  # with its aliases after promotion
-    rows = accounting(config, rows_read, snapshot)
-    model_uri = f"models:/{registered.model_name}/{registered.version}"
-    report_page = report(config, {**report_inputs, "evaluation_path": registered.evaluation_report,
-                                  "mlflow": f"{registered.tracking_uri} {model_uri}"})
-
-    result = NightlyResult(run_dir=run_dir, drops_ingested=drops.to_ingest, snapshot=snapshot,
-                           scorecard_path=scored.scorecard_path, gate_path=gate.gate_path,
-                           data_docs=gate.data_docs, evaluation=evaluation,
-                           registered=registered, trained=evaluation is not None,
-                           accounting=rows, report=report_page)
+        promote_model(config.registry, registered.version, registered.evaluation_report,
+                      config.promotion, config.label_set, config.train,
+                      config.evaluation.golden_path)
+        registered = find_trained_model(config.registry, curated.digest, config.train.digest())
+    accounting = recount(lake, rows_read, curated)
+    page = write_report(inputs, registered.evaluation_report, f"{registered.tracking_uri} "
+                        f"models:/{registered.model_name}/{registered.version}")
+    result = NightlyResult(run_dir, drops.to_ingest, curated, scored.scorecard_path, gate,
+                           evaluation, registered, accounting, page)
     create_markdown_artifact(key="finegate-nightly", markdown=summary_markdown(result),
                              description="Finegate nightly run summary")
     return result
+
+
+def this_run(lake: Lake) -> tuple[str, str]:
+    """The run's name (scheduled time + flow run name) and its folder in the lake."""
+    run_name = f"{flow_run.get_scheduled_start_time():%Y%m%dT%H%M%SZ}-{flow_run.get_name()}"
+    return run_name, str(lake.run(run_name))
+
+
+def ingested_history(lake: Lake) -> tuple[list[str], int]:
+    """Every drop in the lake's history, in name order, and the rows read from them."""
+    history = ledger_drops(lake)
+    return list(history), sum(history.values())
+
+
+def report_inputs(lake: Lake, run_name: str, run_dir: str, curated: SnapshotResult,
+                  scorecard_path: str, reviewed: LabelsResult) -> ReportInputs:
+    """What the run's report reads, named once for the stopped and the finished night."""
+    return ReportInputs(run_name=run_name, run_dir=run_dir, scorecard_path=scorecard_path,
+                        gate_path=f"{run_dir}/gate.json", data_path=curated.data_path,
+                        duplicates_path=curated.duplicates_path,
+                        decisions_path=reviewed.decisions_path,
+                        quarantine_dir=str(lake.quarantine_root))
+
+
+def lineage(config: Config, run_name: str) -> RunLineage:
+    """What the registered model records about where it came from."""
+    return RunLineage(run_name=run_name, flow_run_id=str(flow_run.get_id() or ""),
+                      landing_path=config.landing_path, labels=list(config.labels),
+                      split=config.split)
 
 
 def summary_markdown(result: NightlyResult) -> str:
@@ -132,31 +162,31 @@ def summary_markdown(result: NightlyResult) -> str:
         "# Finegate nightly run",
         f"- snapshot `{result.snapshot.digest[:16]}`: {result.snapshot.rows} rows at "
         f"`{result.snapshot.path}`",
-        f"- accounting: read {a['rows_read']} = curated {a['curated']} + quarantined "
-        f"{a['quarantined']} + duplicates {a['duplicates']}",
+        f"- accounting: read {a.rows_read} = curated {a.curated} + quarantined "
+        f"{a.quarantined} + duplicates {a.duplicates}",
         f"- drops ingested tonight: {', '.join(result.drops_ingested) or 'none'}",
         (f"- test accuracy {e.accuracy:.3f}, macro-F1 {e.macro_f1:.3f} on {e.test_rows} rows"
          if e else "- snapshot unchanged: training skipped"),
         f"- model `{r.model_name}` version {r.version} ({', '.join(r.aliases) or 'no alias'}) "
         f"— [MLflow run]({r.tracking_uri}) `{r.run_id}`",
-        f"- Data Docs: [{result.data_docs}](file://{result.data_docs})",
-        f"- scorecard `{result.scorecard_path}`, gate `{result.gate_path}`",
+        f"- Data Docs: [{result.gate.data_docs}](file://{result.gate.data_docs})",
+        f"- scorecard `{result.scorecard_path}`, gate `{result.gate.gate_path}`",
     ])
 
 
 @contextmanager
-def dask_cluster(config: Config) -> Iterator[Client]:
+def dask_cluster(settings: DaskConfig) -> Iterator[Client]:
     """The run's Dask client: on the configured scheduler, or on a new LocalCluster.
 
     It is the default client while the flow runs, so tasks find it through
     ``prefect_dask.get_dask_client()`` and run their partitions on the cluster.
     """
-    if config.dask.scheduler_address:
-        with Client(config.dask.scheduler_address, set_as_default=True) as client:
+    if settings.scheduler_address:
+        with Client(settings.scheduler_address, set_as_default=True) as client:
             yield client
         return
-    with LocalCluster(n_workers=config.dask.n_workers, processes=True,
-                      threads_per_worker=config.dask.threads_per_worker,
+    with LocalCluster(n_workers=settings.n_workers, processes=True,
+                      threads_per_worker=settings.threads_per_worker,
                       dashboard_address=":0", silence_logs=logging.WARNING) as cluster, \
             Client(cluster, set_as_default=True) as client:
         yield client

@@ -23,8 +23,8 @@ import pandas as pd
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from finegate.config import Config, LabelsConfig
-from finegate.lake import Lake, write_json
+from finegate.core.config import Config, LabelsConfig
+from finegate.core.lake import Lake, write_json
 
 
 @dataclass(frozen=True)
@@ -73,18 +73,18 @@ def fit_and_score(train: pd.DataFrame, evaluation: pd.DataFrame, config: Config,
         fit_predict, eval_predict = pipeline.predict(train["text"]), pipeline.predict(
             evaluation["text"])
     else:
-        from tasks.evaluate import predict
-        from tasks.finetune import pick_device, train_classifier
+        from finegate.core.device import eval_max_length, pick_device
+        from finegate.core.inference import predict
+        from finegate.tasks.finetune import train as train_model
 
         shutil.rmtree(workdir, ignore_errors=True)  # a cell of an earlier experiment is stale
         workdir.mkdir(parents=True)
         data = workdir / "data.parquet"
         pd.concat([train.assign(split="train"), evaluation.assign(split="test")])[
             ["id", "text", "label", "split"]].to_parquet(data)
-        trained = train_classifier(str(data), config.labels, config.train, workdir / "model")
-        length = (config.train.cpu_max_length if pick_device(config.train.device) == "cpu"
-                  else config.train.max_length)
+        trained = train_model(str(data), config.labels, config.train, workdir / "model")
         device = pick_device(config.train.device)
+        length = eval_max_length(config.train, device)
         fit_predict = predict(trained.model_dir, train["text"].tolist(), length, device)
         eval_predict = predict(trained.model_dir, evaluation["text"].tolist(), length, device)
     return (float(f1_score(train["label"], fit_predict, average="macro")),
@@ -95,7 +95,7 @@ def fit_and_score(train: pd.DataFrame, evaluation: pd.DataFrame, config: Config,
 def run_cell(config: Config, cell: Cell, train_path: str, evaluation_path: str, model: str,
              workdir: str, seed: int = 0) -> dict[str, Any]:
     """Prefect task: build the cell's training set, optionally clean it, train and score."""
-    from tasks.labels import choose_actions, label_issues
+    from finegate.tasks.labels import choose_actions, label_issues
 
     evaluation = pd.read_parquet(evaluation_path)
     rows = noisy_subset(pd.read_parquet(train_path), cell, config.labels, seed)
@@ -192,10 +192,10 @@ def log_to_mlflow(config: Config, results: pd.DataFrame, files: list[Path]) -> s
     """One parent run with the table and plots, one child run per cell."""
     import mlflow
 
-    from tasks.register import ensure_experiment, mlflow_uri
+    from finegate.core.registry import ensure_experiment, mlflow_uri
 
-    mlflow.set_tracking_uri(mlflow_uri(config))
-    experiment = ensure_experiment(config)
+    mlflow.set_tracking_uri(mlflow_uri(config.registry))
+    experiment = ensure_experiment(config.registry)
     with mlflow.start_run(experiment_id=experiment, run_name="quality-vs-quantity") as parent:
         for row in results.to_dict("records"):
             with mlflow.start_run(experiment_id=experiment, run_name=row["name"], nested=True):
@@ -216,13 +216,12 @@ def quality_vs_quantity(config: Config, data_path: str, noise_rates: list[float]
     """Run the grid (noise × fraction × cleaning off/on) and write table, plots and HTML."""
     from prefect.artifacts import create_link_artifact
 
-    from tasks.evaluate import read_golden
+    from finegate.core.inference import read_golden
 
     frame = pd.read_parquet(data_path, columns=["id", "text", "label", "split"])
     train = frame.loc[frame["split"] == "train"].reset_index(drop=True)
     if config.evaluation.golden_path:
-        texts, names = read_golden(config.evaluation.golden_path, config.labels,
-                                   config.label_aliases)
+        texts, names = read_golden(config.evaluation.golden_path, config.label_set)
         evaluation = pd.DataFrame({"id": [f"g{i}" for i in range(len(texts))], "text": texts,
                                    "label": names})
     else:

@@ -8,80 +8,18 @@ an unknown label or no text left after cleaning go to quarantine with the reason
 
 from __future__ import annotations
 
-import hashlib
-import html
 import json
-import re
-import unicodedata
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
 
-from finegate.config import Config
-from finegate.lake import BRONZE_COLUMNS, QUARANTINE_COLUMNS, Lake, replace_dir
-from tasks.ingest import BRONZE_SCHEMA, QUARANTINE_SCHEMA, write_partition
-
-SILVER_COLUMNS = [*BRONZE_COLUMNS, "text_hash"]
-SILVER_SCHEMA = BRONZE_SCHEMA.append(pa.field("text_hash", pa.string()))
-
-_SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<[^>]+>")
-_WHITESPACE = re.compile(r"\s+")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-@dataclass(frozen=True)
-class CleanResult:
-    """What cleaning one drop produced."""
-
-    drop: str
-    silver_path: str
-    quarantine_path: str
-    rows_in: int
-    rows_silver: int
-    rows_quarantined: int
-
-
-def normalise_text(text: str) -> str:
-    """Strip HTML (tags, scripts, entities) and control characters (NUL...), apply Unicode
-    NFKC and collapse whitespace."""
-    if "<" in text:
-        text = _TAG.sub(" ", _SCRIPT_OR_STYLE.sub(" ", text))
-    text = unicodedata.normalize("NFKC", html.unescape(text))
-    return _WHITESPACE.sub(" ", _CONTROL.sub(" ", text)).strip()
-
-
-def label_key(label: str) -> str:
-    """The form labels are compared in: case-folded, without spaces, dashes or underscores."""
-    return re.sub(r"[\s_\-]+", "", unicodedata.normalize("NFKC", label)).casefold()
-
-
-def label_lookup(labels: list[str], aliases: dict[str, str]) -> dict[str, str]:
-    """Map every accepted label variant (by :func:`label_key`) to its canonical label."""
-    lookup = {label_key(label): label for label in labels}
-    for variant, canonical in aliases.items():
-        if canonical not in labels:
-            raise ValueError(f"label alias {variant!r} points to {canonical!r}, "
-                             f"which is not in the label set {labels}")
-        lookup[label_key(variant)] = canonical
-    return lookup
-
-
-def text_hash(text: str) -> str:
-    """Hash of the content ignoring case and whitespace: equal hashes are exact duplicates."""
-    return hashlib.sha1(_WHITESPACE.sub(" ", text).strip().casefold().encode()).hexdigest()
-
-
-def consensus(votes: list[str]) -> str:
-    """The majority label of the votes; ties go to the alphabetically first label."""
-    counts = Counter(votes)
-    best = max(counts.values())
-    return min(label for label, n in counts.items() if n == best)
+from finegate.core.config import LabelSet
+from finegate.core.lake import Lake
+from finegate.core.quarantine import reject, write_quarantine
+from finegate.core.results import CleanResult
+from finegate.core.schemas import SILVER_SCHEMA, write_parquet
+from finegate.core.text import consensus, label_key, label_lookup, normalise_text, text_hash
 
 
 def resolve_label(given: str | None, votes: list[str] | None,
@@ -123,50 +61,30 @@ def clean_frame(frame: pd.DataFrame, lookup: dict[str, str]) -> pd.DataFrame:
     return out
 
 
-def _quarantine_rows(bronze: pd.DataFrame, cleaned: pd.DataFrame) -> pd.DataFrame:
-    rejected = cleaned["reason"].notna()
-    raw = [json.dumps({"text": t, "label": lab}) for t, lab in
-           zip(bronze.loc[rejected, "text"], bronze.loc[rejected, "label"], strict=True)]
-    return cleaned.loc[rejected].assign(stage="clean", raw=raw)[QUARANTINE_COLUMNS]
-
-
 def _clean_partition(bronze_file: str, silver: str, quarantine: str,
                      lookup: dict[str, str]) -> tuple[int, int]:
     bronze = pq.read_table(bronze_file).to_pandas()
     cleaned = clean_frame(bronze, lookup)
+    bad = cleaned["reason"].notna()
+    raw = [json.dumps({"text": t, "label": lab}) for t, lab in
+           zip(bronze.loc[bad, "text"], bronze.loc[bad, "label"], strict=True)]
     name = Path(bronze_file).stem
-    kept = cleaned.loc[cleaned["reason"].isna(), SILVER_COLUMNS]
-    good = write_partition(kept, Path(silver), SILVER_SCHEMA, name)
-    bad = write_partition(_quarantine_rows(bronze, cleaned), Path(quarantine), QUARANTINE_SCHEMA,
-                          name)
-    return good, bad
+    good = write_parquet(cleaned.loc[~bad], Path(silver), SILVER_SCHEMA, name)
+    rejected = reject(cleaned.loc[bad], "clean", cleaned.loc[bad, "reason"], raw=raw)
+    return good, write_quarantine(rejected, Path(quarantine), name)
 
 
-def clean_drop(drop: str, lake: Lake, labels: list[str], aliases: dict[str, str]) -> CleanResult:
-    """Clean every bronze partition of a drop in parallel; write silver and clean quarantine."""
+def clean_drop(drop: str, lake: Lake, label_set: LabelSet) -> CleanResult:
+    """Clean every bronze partition of a drop in parallel (on the current Dask client); write
+    silver and clean quarantine."""
     import dask
 
-    lookup = label_lookup(labels, aliases)
-    staged = lake.staging()
-    silver, quarantine = staged / "silver", staged / "quarantine"
-    silver.mkdir()
-    quarantine.mkdir()
-    jobs = [dask.delayed(_clean_partition)(str(f), str(silver), str(quarantine), lookup)
-            for f in sorted(lake.bronze(drop).glob("*.parquet"))]
-    counts = dask.compute(*jobs)
-    replace_dir(silver, lake.silver(drop))
-    replace_dir(quarantine, lake.quarantine(drop, "clean"))
-    staged.rmdir()
+    lookup = label_lookup(label_set)
+    with lake.staged(lake.silver(drop), lake.quarantine(drop, "clean")) as (silver, quarantine):
+        counts = dask.compute(*[
+            dask.delayed(_clean_partition)(str(f), str(silver), str(quarantine), lookup)
+            for f in sorted(lake.bronze(drop).glob("*.parquet"))])
     good, bad = sum(c[0] for c in counts), sum(c[1] for c in counts)
     return CleanResult(drop=drop, silver_path=str(lake.silver(drop)),
                        quarantine_path=str(lake.quarantine(drop, "clean")),
                        rows_in=good + bad, rows_silver=good, rows_quarantined=bad)
-
-
-@task(name="clean", task_run_name="clean-{drop}", retries=1)
-def clean(config: Config, drop: str) -> CleanResult:
-    """Prefect task: clean one ingested drop on the flow's Dask cluster."""
-    from prefect_dask import get_dask_client
-
-    with get_dask_client():
-        return clean_drop(drop, Lake.at(config.lake_path), config.labels, config.label_aliases)

@@ -12,46 +12,24 @@ come back to the driver, the text stays in Parquet.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
 
-from finegate.config import Config, DedupConfig
-from finegate.lake import Lake, replace_dir
-from tasks.ingest import write_partition
-from tasks.near_dedup import minhash_signatures, near_duplicates
+from finegate.core.config import DedupConfig
+from finegate.core.lake import Lake
+from finegate.core.near_dedup import minhash_signatures, near_duplicates
+from finegate.core.results import DedupResult
+from finegate.core.schemas import (
+    CONFLICT_COLUMNS,
+    CONFLICTS_SCHEMA,
+    DUPLICATE_COLUMNS,
+    DUPLICATES_SCHEMA,
+    write_parquet,
+)
 
 KEY_COLUMNS = ["id", "drop", "source", "position", "label", "text_hash"]
 KEEP_ORDER = ["drop", "id", "source", "position"]
-DUPLICATE_COLUMNS = [*KEY_COLUMNS, "duplicate_of", "cluster", "reason"]
-DUPLICATES_SCHEMA = pa.schema([(c, pa.int64() if c == "position" else pa.string())
-                               for c in DUPLICATE_COLUMNS])
-CONFLICT_COLUMNS = ["source", "position", "id", "cluster", "labels"]
-CONFLICTS_SCHEMA = pa.schema([("source", pa.string()), ("position", pa.int64()),
-                              ("id", pa.string()), ("cluster", pa.string()),
-                              ("labels", pa.list_(pa.string()))])
-
-
-@dataclass(frozen=True)
-class DedupResult:
-    """Where the dedup log and conflicts are, and their counts."""
-
-    duplicates_path: str
-    conflicts_path: str
-    rows_in: int
-    exact_duplicates: int
-    near_duplicates: int
-    conflicts: int
-
-    @property
-    def duplicates(self) -> int:
-        """All rows the dedup log removes."""
-        return self.exact_duplicates + self.near_duplicates
 
 
 def exact_duplicates(keys: pd.DataFrame) -> pd.DataFrame:
@@ -97,11 +75,6 @@ def conflicting_clusters(keys: pd.DataFrame, duplicates: pd.DataFrame) -> pd.Dat
     return kept.assign(cluster=kept["id"].map(cluster))[CONFLICT_COLUMNS]
 
 
-def silver_files(lake: Lake, drops: list[str]) -> list[str]:
-    """Every silver Parquet file of the given drops."""
-    return [str(f) for drop in drops for f in sorted(lake.silver(drop).glob("*.parquet"))]
-
-
 def _keys_and_signatures(silver_file: str, settings: DedupConfig,
                          ) -> tuple[pd.DataFrame, np.ndarray | None]:
     frame = pq.read_table(silver_file, columns=[*KEY_COLUMNS, "text"]).to_pandas()
@@ -116,7 +89,7 @@ def find_duplicates(lake: Lake, drops: list[str], settings: DedupConfig,
     import dask
 
     parts = dask.compute(*[dask.delayed(_keys_and_signatures)(f, settings)
-                           for f in silver_files(lake, drops)])
+                           for f in lake.silver_files(drops)])
     if not parts:
         empty = pd.DataFrame(columns=KEY_COLUMNS)
         return empty, pd.DataFrame(columns=DUPLICATE_COLUMNS), pd.DataFrame(
@@ -141,29 +114,11 @@ def find_duplicates(lake: Lake, drops: list[str], settings: DedupConfig,
 def dedup_drops(lake: Lake, drops: list[str], settings: DedupConfig) -> DedupResult:
     """Find exact and near duplicates across the drops; write the dedup log and conflicts."""
     keys, duplicates, conflicts = find_duplicates(lake, drops, settings)
-    staged = lake.staging()
-    write_partition(duplicates, staged / "dedup" / "duplicates", DUPLICATES_SCHEMA, "log")
-    write_partition(conflicts, staged / "dedup" / "conflicts", CONFLICTS_SCHEMA, "log")
-    target = lake.root / "dedup"
-    replace_dir(staged / "dedup", target)
-    staged.rmdir()
+    with lake.staged(lake.dedup) as (staged,):
+        write_parquet(duplicates, staged / "duplicates", DUPLICATES_SCHEMA, "log")
+        write_parquet(conflicts, staged / "conflicts", CONFLICTS_SCHEMA, "log")
     near = sum(str(c).startswith("near-") for c in duplicates["cluster"])
-    return DedupResult(duplicates_path=str(target / "duplicates"),
-                       conflicts_path=str(target / "conflicts"), rows_in=len(keys),
+    return DedupResult(duplicates_path=str(lake.dedup / "duplicates"),
+                       conflicts_path=str(lake.dedup / "conflicts"), rows_in=len(keys),
                        exact_duplicates=len(duplicates) - near, near_duplicates=near,
-                       conflicts=len(conflicts))
-
-
-def row_keys(path: str | Path) -> set[tuple[str, int]]:
-    """The (source, position) pairs of the rows listed in a Parquet log."""
-    log = pq.read_table(path, columns=["source", "position"]).to_pandas()
-    return set(zip(log["source"], log["position"], strict=True))
-
-
-@task(name="dedup")
-def dedup(config: Config, drops: list[str]) -> DedupResult:
-    """Prefect task: exact and near dedup over the cleaned drops."""
-    from prefect_dask import get_dask_client
-
-    with get_dask_client():
-        return dedup_drops(Lake.at(config.lake_path), drops, config.dedup)
+                       conflicts=len(conflicts), rows_hashed=len(keys))

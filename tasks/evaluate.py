@@ -8,69 +8,16 @@ overwrites it; it is what champion and challenger are compared on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-from prefect import task
-
-from finegate.config import Config
-from finegate.lake import read_json, write_json
-from tasks.clean import label_key, label_lookup, normalise_text
-from tasks.finetune import pick_device, read_split
+from finegate.core.config import EvaluationConfig, LabelSet, TrainConfig
+from finegate.core.device import eval_max_length, pick_device
+from finegate.core.inference import predict, read_golden, read_split
+from finegate.core.lake import read_json, write_json
+from finegate.core.results import EvaluationResult
 
 MISCLASSIFIED_SHOWN = 50
-
-
-@dataclass(frozen=True)
-class EvaluationResult:
-    """Headline metrics and where the full report is."""
-
-    accuracy: float
-    macro_f1: float
-    test_rows: int
-    report_path: str
-    golden_macro_f1: float | None = None
-    golden_rows: int = 0
-
-
-def read_golden(path: str | Path, labels: list[str], aliases: dict[str, str],
-                ) -> tuple[list[str], list[str]]:
-    """Texts and canonical labels of the golden set (cleaned like the nightly data)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"golden set {path} does not exist; set evaluation.golden_path "
-                                "to a JSONL, CSV or Parquet file with text and label, or leave "
-                                "it empty")
-    readers = {".jsonl": lambda p: pd.read_json(p, lines=True), ".csv": pd.read_csv,
-               ".parquet": pd.read_parquet}
-    frame = readers[path.suffix.lower()](path)
-    lookup = label_lookup(labels, aliases)
-    names = [lookup.get(label_key(str(label))) for label in frame["label"]]
-    unknown = sorted({str(v) for v, n in zip(frame["label"], names, strict=True) if n is None})
-    if unknown:
-        raise ValueError(f"golden set {path} has labels outside the label set: {unknown}")
-    return [normalise_text(str(t)) for t in frame["text"]], names
-
-
-def predict(model_dir: str | Path, texts: list[str], max_length: int, device: str,
-            batch_size: int = 64, tokenizer_dir: str | Path | None = None) -> list[str]:
-    """Predicted label names for ``texts`` with the model saved in ``model_dir``."""
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device).eval()
-    predicted: list[str] = []
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch"):
-            inputs = tokenizer(texts[start:start + batch_size], truncation=True, padding=True,
-                               max_length=max_length, return_tensors="pt").to(device)
-            ids = model(**inputs).logits.argmax(dim=-1).tolist()
-            predicted += [model.config.id2label[i] for i in ids]
-    return predicted
 
 
 def classification_metrics(truth: list[str], predicted: list[str],
@@ -124,30 +71,33 @@ def confusion_png(metrics: dict[str, Any], title: str, path: Path) -> Path:
     return path
 
 
-def evaluate_set(model_dir: str, texts: list[str], truth: list[str], config: Config,
-                 name: str, out_dir: Path) -> dict[str, Any]:
+def evaluate_set(model_dir: str, texts: list[str], truth: list[str], labels: list[str],
+                 name: str, out_dir: Path, *, max_length: int, device: str) -> dict[str, Any]:
     """Metrics, predictions, misclassified examples and confusion PNG of one evaluation set."""
-    device = pick_device(config.train.device)
-    max_length = config.train.cpu_max_length if device == "cpu" else config.train.max_length
-    predicted = predict(model_dir, texts, max_length, device) if texts else []
-    metrics = classification_metrics(truth, predicted, config.labels)
+    predicted = predict(model_dir, texts, max_length, device)
+    metrics = classification_metrics(truth, predicted, labels)
     out_dir.mkdir(parents=True, exist_ok=True)
     png = confusion_png(metrics, f"{name} confusion matrix", out_dir / f"confusion_{name}.png")
     return {**metrics, "predictions": predicted, "truth": truth,
             "misclassified": misclassified(texts, truth, predicted), "confusion_png": str(png)}
 
 
-def evaluate_model(model_dir: str, data_path: str, config: Config, out_dir: Path,
-                   ) -> EvaluationResult:
-    """Score the model on the test split and the golden set; write ``evaluation.json``."""
+def evaluate_model(model_dir: str, data_path: str, out_dir: Path, *, label_set: LabelSet,
+                   train: TrainConfig, evaluation: EvaluationConfig) -> EvaluationResult:
+    """Score the model on the test split and the golden set; write ``evaluation.json``.
+
+    The model is scored on the device and at the sequence length it was trained with.
+    """
+    device = pick_device(train.device)
+    max_length, labels = eval_max_length(train, device), list(label_set.labels)
     texts, truth = read_split(data_path, "test")
-    report = {"test": {**evaluate_set(model_dir, texts, truth, config, "test", out_dir),
+    report = {"test": {**evaluate_set(model_dir, texts, truth, labels, "test", out_dir,
+                                      max_length=max_length, device=device),
                        "data_path": data_path}}
-    if config.evaluation.golden_path:
-        golden_texts, golden_truth = read_golden(config.evaluation.golden_path, config.labels,
-                                                 config.label_aliases)
-        report["golden"] = evaluate_set(model_dir, golden_texts, golden_truth, config, "golden",
-                                        out_dir)
+    if evaluation.golden_path:
+        golden_texts, golden_truth = read_golden(evaluation.golden_path, label_set)
+        report["golden"] = evaluate_set(model_dir, golden_texts, golden_truth, labels, "golden",
+                                        out_dir, max_length=max_length, device=device)
     path = write_json(out_dir / "evaluation.json", report)
     golden = report.get("golden")
     return EvaluationResult(accuracy=report["test"]["accuracy"],
@@ -157,19 +107,15 @@ def evaluate_model(model_dir: str, data_path: str, config: Config, out_dir: Path
                             golden_rows=golden["rows"] if golden else 0)
 
 
-@task(name="evaluate")
-def evaluate(config: Config, model_dir: str, data_path: str, run_dir: str) -> EvaluationResult:
-    """Prefect task: test-split and golden-set metrics, also as a table artifact."""
-    from prefect.artifacts import create_table_artifact
+def per_class_rows(report_path: str | Path) -> list[dict[str, Any]]:
+    """One row per evaluation set and class (precision, recall, F1, support), for a table."""
+    report = read_json(Path(report_path))
+    return [{"set": name, "class": label, **{k: round(v, 4) for k, v in row.items()}}
+            for name, part in report.items() if isinstance(part, dict)
+            for label, row in part["per_class"].items() if isinstance(row, dict)]
 
-    result = evaluate_model(model_dir, data_path, config, Path(run_dir))
-    report = read_json(Path(result.report_path))
-    rows = [{"set": name, "class": label, **{k: round(v, 4) for k, v in row.items()}}
-            for name, part in report.items()
-            for label, row in part["per_class"].items() if isinstance(row, dict)
-            if isinstance(part, dict)]
+
+def headline(result: EvaluationResult) -> str:
+    """The evaluation in one line: test accuracy and macro-F1, and golden macro-F1 if any."""
     golden = f", golden macro-F1 {result.golden_macro_f1:.3f}" if result.golden_rows else ""
-    create_table_artifact(key="finegate-evaluation", table=rows,
-                          description=f"Test accuracy {result.accuracy:.3f}, macro-F1 "
-                                      f"{result.macro_f1:.3f}{golden}")
-    return result
+    return f"Test accuracy {result.accuracy:.3f}, macro-F1 {result.macro_f1:.3f}{golden}"

@@ -11,69 +11,22 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
 
-from finegate.config import Config
-from finegate.lake import BRONZE_COLUMNS, QUARANTINE_COLUMNS, Lake, replace_dir
+from finegate.core.lake import Lake
+from finegate.core.landing import inside
+from finegate.core.quarantine import reject, write_quarantine
+from finegate.core.results import IngestResult
+from finegate.core.schemas import BRONZE_COLUMNS, BRONZE_SCHEMA, write_parquet
 
 SUPPORTED_SUFFIXES = {".jsonl", ".csv", ".parquet", ".txt"}
 # Columns of a parsed partition: bronze rows and quarantined rows share one frame until written.
 PARSED_COLUMNS = [*BRONZE_COLUMNS, "reason", "raw"]
-
-BRONZE_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("text", pa.string()),
-    ("label", pa.string()),
-    ("annotator_labels", pa.list_(pa.string())),
-    ("annotator_ids", pa.list_(pa.string())),
-    ("source", pa.string()),
-    ("position", pa.int64()),
-    ("drop", pa.string()),
-    ("flags", pa.list_(pa.string())),
-])
-QUARANTINE_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("drop", pa.string()),
-    ("source", pa.string()),
-    ("position", pa.int64()),
-    ("stage", pa.string()),
-    ("reason", pa.string()),
-    ("raw", pa.string()),
-])
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    """What ingesting one drop produced."""
-
-    drop: str
-    bronze_path: str
-    quarantine_path: str
-    rows_read: int
-    rows_bronze: int
-    rows_quarantined: int
-
-
-def list_drops(landing: Path) -> list[str]:
-    """The drops waiting in the landing zone: its sub-folders, in name order."""
-    if not landing.is_dir():
-        raise FileNotFoundError(
-            f"landing zone {landing} does not exist; set landing_path in the config "
-            "(or FINEGATE_LANDING_PATH) to the folder where drops arrive"
-        )
-    return sorted(p.name for p in landing.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def inside(path: Path, root: Path) -> bool:
-    """Whether ``path``, with symlinks and ``..`` resolved, stays under ``root``."""
-    return path.resolve().is_relative_to(root.resolve())
 
 
 def decode_bytes(data: bytes) -> tuple[str, list[str]]:
@@ -241,54 +194,31 @@ def plan_partitions(files: list[Path], txt_files_per_partition: int) -> list[lis
     return groups + [[str(f)] for f in files if f.suffix.lower() != ".txt"]
 
 
-def write_partition(frame: pd.DataFrame, path: Path, schema: pa.Schema, name: str) -> int:
-    """Write one partition as a Parquet file; returns its row count."""
-    path.mkdir(parents=True, exist_ok=True)
-    table = (pa.Table.from_pandas(frame, schema=schema, preserve_index=False) if len(frame)
-             else schema.empty_table())
-    pq.write_table(table, path / f"{name}.parquet")
-    return len(frame)
-
-
 def _ingest_partition(paths: list[str], landing: str, drop: str, bronze: str, quarantine: str,
                       name: str) -> tuple[int, int]:
     frame = parse_files(paths, landing, drop)
     bad = frame["reason"].notna()
-    good = write_partition(frame.loc[~bad, BRONZE_COLUMNS], Path(bronze), BRONZE_SCHEMA, name)
-    rejected = frame.loc[bad].assign(stage="ingest")[QUARANTINE_COLUMNS]
-    quarantined = write_partition(rejected, Path(quarantine), QUARANTINE_SCHEMA, name)
-    return good, quarantined
+    good = write_parquet(frame.loc[~bad], Path(bronze), BRONZE_SCHEMA, name)
+    rejected = reject(frame.loc[bad], "ingest", frame.loc[bad, "reason"])
+    return good, write_quarantine(rejected, Path(quarantine), name)
 
 
-def ingest_drop(landing: Path, drop: str, lake: Lake, txt_files_per_partition: int = 128,
+def ingest_drop(landing: Path, drop: str, lake: Lake, *, txt_files_per_partition: int = 128,
                 ) -> IngestResult:
-    """Parse one drop in parallel partitions; write bronze and ingest quarantine Parquet."""
+    """Parse one drop in parallel partitions (on the current Dask client); write bronze and
+    ingest quarantine Parquet."""
     import dask
 
     files = sorted(p for p in (landing / drop).rglob("*") if p.is_file())
-    staged = lake.staging()
-    bronze, quarantine = staged / "bronze", staged / "quarantine"
     partitions = plan_partitions(files, txt_files_per_partition) or [[]]
-    jobs = [dask.delayed(_ingest_partition)(paths, str(landing), drop, str(bronze),
+    with lake.staged(lake.bronze(drop), lake.quarantine(drop, "ingest")) as (bronze, quarantine):
+        counts = dask.compute(*[
+            dask.delayed(_ingest_partition)(paths, str(landing), drop, str(bronze),
                                             str(quarantine), f"part-{i:05d}")
-            for i, paths in enumerate(partitions)]
-    counts = dask.compute(*jobs)
+            for i, paths in enumerate(partitions)])
     rows_bronze = sum(good for good, _ in counts)
     rows_quarantined = sum(bad for _, bad in counts)
-    replace_dir(bronze, lake.bronze(drop))
-    replace_dir(quarantine, lake.quarantine(drop, "ingest"))
-    staged.rmdir()
     return IngestResult(drop=drop, bronze_path=str(lake.bronze(drop)),
                         quarantine_path=str(lake.quarantine(drop, "ingest")),
                         rows_read=rows_bronze + rows_quarantined, rows_bronze=rows_bronze,
                         rows_quarantined=rows_quarantined)
-
-
-@task(name="ingest", task_run_name="ingest-{drop}", retries=1)
-def ingest(config: Config, drop: str) -> IngestResult:
-    """Prefect task: ingest one drop on the flow's Dask cluster."""
-    from prefect_dask import get_dask_client
-
-    with get_dask_client():
-        return ingest_drop(Path(config.landing_path), drop, Lake.at(config.lake_path),
-                           config.dask.txt_files_per_partition)

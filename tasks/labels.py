@@ -10,44 +10,21 @@ Annotators: per-row agreement with the consensus, the share of unanimous rows, K
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
 
-from finegate.config import Config, LabelsConfig
-from finegate.lake import QUARANTINE_COLUMNS, Lake, replace_dir
-from tasks.clean import consensus
-from tasks.dedup import DedupResult, row_keys, silver_files
-from tasks.ingest import QUARANTINE_SCHEMA, write_partition
+from finegate.core.config import LabelsConfig
+from finegate.core.lake import Lake
+from finegate.core.quarantine import reject, write_quarantine
+from finegate.core.results import Annotation, DedupResult, LabelsResult
+from finegate.core.schemas import DECISIONS_SCHEMA, row_keys, write_parquet
+from finegate.core.text import consensus
 
 MIN_ROWS_FOR_NOISE = 20
-DECISION_COLUMNS = ["source", "position", "id", "drop", "label", "suggested_label",
-                    "label_quality", "is_label_issue", "action", "agreement"]
-DECISIONS_SCHEMA = pa.schema([
-    ("source", pa.string()), ("position", pa.int64()), ("id", pa.string()),
-    ("drop", pa.string()), ("label", pa.string()), ("suggested_label", pa.string()),
-    ("label_quality", pa.float64()), ("is_label_issue", pa.bool_()), ("action", pa.string()),
-    ("agreement", pa.float64()),
-])
-
-
-@dataclass(frozen=True)
-class LabelsResult:
-    """Label decisions on disk and the label-quality metrics for the scorecard."""
-
-    decisions_path: str
-    rows: int
-    noise_detection: str
-    issues: int
-    actions: dict[str, int]
-    annotation: dict[str, Any]
 
 
 def out_of_fold_probabilities(texts: list[str], labels: np.ndarray, n_classes: int,
@@ -132,19 +109,19 @@ def choose_actions(issues: pd.DataFrame, labels: list[str], settings: LabelsConf
 
 
 def annotation_agreement(annotator_labels: pd.Series, annotator_ids: pd.Series,
-                         ) -> tuple[list[float | None], dict[str, Any]]:
+                         ) -> tuple[list[float | None], Annotation]:
     """Per-row agreement with the consensus, and dataset agreement statistics."""
     rows = [list(v) if v is not None and len(v) else None for v in annotator_labels]
     per_row = [None if v is None else Counter(v)[consensus(v)] / len(v) for v in rows]
     rated = [v for v in rows if v is not None]
-    summary: dict[str, Any] = {"rows_with_annotators": len(rated)}
     if not rated:
-        return per_row, summary
-    summary["unanimous_share"] = sum(len(set(v)) == 1 for v in rated) / len(rated)
-    summary["mean_annotators"] = float(np.mean([len(v) for v in rated]))
-    summary["krippendorff_alpha"] = krippendorff_alpha(rows, annotator_ids)
-    summary["per_annotator"] = per_annotator_agreement(rows, annotator_ids)
-    return per_row, summary
+        return per_row, Annotation()
+    return per_row, Annotation(
+        rows_with_annotators=len(rated),
+        unanimous_share=sum(len(set(v)) == 1 for v in rated) / len(rated),
+        mean_annotators=float(np.mean([len(v) for v in rated])),
+        krippendorff_alpha=krippendorff_alpha(rows, annotator_ids),
+        per_annotator=per_annotator_agreement(rows, annotator_ids))
 
 
 def krippendorff_alpha(rows: list[list[str] | None], ids: pd.Series) -> float | None:
@@ -191,7 +168,7 @@ def curated_candidates(lake: Lake, drops: list[str], dedup: DedupResult) -> pd.D
     """The cleaned rows that survive dedup (the input of label-noise detection)."""
     columns = ["source", "position", "id", "drop", "text", "label", "annotator_labels",
                "annotator_ids"]
-    files = silver_files(lake, drops)
+    files = lake.silver_files(drops)
     if not files:
         return pd.DataFrame(columns=columns)
     frame = pd.concat([pq.read_table(f, columns=columns).to_pandas() for f in files],
@@ -218,30 +195,25 @@ def review_labels(lake: Lake, drops: list[str], dedup: DedupResult, label_set: l
         is_label_issue=issues["is_label_issue"].astype(bool).to_numpy(),
         action=choose_actions(issues, labels, settings), agreement=agreement,
     )
-    staged = lake.staging()
-    write_partition(decisions[DECISION_COLUMNS], staged / "labels", DECISIONS_SCHEMA, "decisions")
-    dropped = decisions.loc[decisions["action"] == "drop"]
-    for drop in drops:
-        part = dropped.loc[dropped["drop"] == drop]
-        rejected = part.assign(stage="labels", raw=part["text"], reason=[
-            f"label issue: labelled {lab!r}, model suggests {sug!r} (label quality {q:.3f}); "
-            "policy drop" for lab, sug, q in
-            zip(part["label"], part["suggested_label"], part["label_quality"], strict=True)])
-        out = staged / "quarantine" / drop
-        write_partition(rejected[QUARANTINE_COLUMNS], out, QUARANTINE_SCHEMA, "labels")
-        replace_dir(out, lake.quarantine(drop, "labels"))
-    replace_dir(staged / "labels", lake.root / "labels")
-    shutil.rmtree(staged)
+    write_decisions(lake, drops, decisions)
     return LabelsResult(
-        decisions_path=str(lake.root / "labels"), rows=len(decisions), noise_detection=note,
+        decisions_path=str(lake.labels), rows=len(decisions), noise_detection=note,
         issues=int(decisions["is_label_issue"].sum()),
         actions={a: int(n) for a, n in decisions["action"].value_counts().items()},
         annotation=annotation,
     )
 
 
-@task(name="labels")
-def review(config: Config, drops: list[str], dedup: DedupResult) -> LabelsResult:
-    """Prefect task: annotator agreement and label-noise decisions for the surviving rows."""
-    return review_labels(Lake.at(config.lake_path), drops, dedup, config.labels,
-                         config.label_quality)
+def write_decisions(lake: Lake, drops: list[str], decisions: pd.DataFrame) -> None:
+    """Write the decisions, and each drop's label-dropped rows to its quarantine."""
+    dropped = decisions.loc[decisions["action"] == "drop"]
+    targets = [lake.labels, *(lake.quarantine(drop, "labels") for drop in drops)]
+    with lake.staged(*targets) as (labels, *quarantines):
+        write_parquet(decisions, labels, DECISIONS_SCHEMA, "decisions")
+        for drop, folder in zip(drops, quarantines, strict=True):
+            part = dropped.loc[dropped["drop"] == drop]
+            reasons = [f"label issue: labelled {lab!r}, model suggests {sug!r} (label quality "
+                       f"{q:.3f}); policy drop" for lab, sug, q in
+                       zip(part["label"], part["suggested_label"], part["label_quality"],
+                           strict=True)]
+            write_quarantine(reject(part, "labels", reasons), folder, "labels")

@@ -16,11 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-
-from finegate.config import Config
-from finegate.lake import Lake, read_json, write_json
-from tasks.ingest import inside, list_drops
+from finegate.core.lake import Lake, read_json, write_json
+from finegate.core.landing import inside, list_drops
 
 
 @dataclass(frozen=True)
@@ -37,14 +34,9 @@ class DropPlan:
         return f"drops to ingest: {new}; already ingested and unchanged: {len(self.unchanged)}"
 
 
-def ledger_path(lake: Lake) -> Path:
-    """Where the ledger lives."""
-    return lake.root / "ledger.json"
-
-
 def load_ledger(lake: Lake) -> dict[str, Any]:
     """The ledger, or an empty one."""
-    path = ledger_path(lake)
+    path = lake.ledger
     return read_json(path) if path.is_file() else {"drops": {}}
 
 
@@ -96,7 +88,7 @@ def record_drop(lake: Lake, drop: str, scan: dict[str, Any], rows_read: int) -> 
     entry = {**scan, "version": version, "rows_read": rows_read,
              "ingested_at": datetime.now(UTC).isoformat()}
     ledger["drops"][drop] = entry
-    write_json(ledger_path(lake), ledger)
+    write_json(lake.ledger, ledger)
     return entry
 
 
@@ -104,15 +96,3 @@ def ledger_drops(lake: Lake) -> dict[str, int]:
     """Every drop in the lake's history with its rows read, in name order."""
     drops = load_ledger(lake)["drops"]
     return {drop: drops[drop]["rows_read"] for drop in sorted(drops)}
-
-
-@task(name="plan-drops")
-def plan(config: Config) -> DropPlan:
-    """Prefect task: find tonight's new or changed drops."""
-    return plan_drops(Path(config.landing_path), Lake.at(config.lake_path))
-
-
-@task(name="record-drop", task_run_name="record-{drop}")
-def record(config: Config, drop: str, scan: dict[str, Any], rows_read: int) -> dict[str, Any]:
-    """Prefect task: write an ingested and cleaned drop into the ledger."""
-    return record_drop(Lake.at(config.lake_path), drop, scan, rows_read)

@@ -6,32 +6,29 @@ rows. The challenger is promoted when
 2. no class's recall is below ``promotion.min_class_recall``;
 3. an exact McNemar test does not say it is significantly worse (p < ``promotion.alpha``).
 The first model is champion by default. The decision, its reasons and numbers are tagged on the
-model version and shown as a Prefect artifact. People can override with ``finegate promote``
-and ``finegate rollback``; the registered model keeps the champion history as a tag.
+model version (and :func:`promotion_markdown` writes them for the Prefect artifact). People can
+override with ``finegate promote`` and ``finegate rollback``; the registered model keeps the
+champion history as a tag (``finegate.core.registry``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-
-from finegate.config import Config, PromotionConfig
-from finegate.lake import read_json
-
-CHAMPION, CHALLENGER = "champion", "challenger"
-HISTORY_TAG = "finegate.champion_history"
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    """Whether the challenger became champion, and why."""
-
-    promote: bool
-    reasons: list[str]
-    numbers: dict[str, Any] = field(default_factory=dict)
+from finegate.core.config import LabelSet, PromotionConfig, RegistrySettings, TrainConfig
+from finegate.core.device import eval_max_length, pick_device
+from finegate.core.inference import predict, read_golden, read_split
+from finegate.core.lake import read_json
+from finegate.core.registry import (
+    CHALLENGER,
+    PROMOTION_TAG,
+    client,
+    current_champion,
+    download_model,
+    set_champion,
+)
+from finegate.core.results import PromotionDecision
 
 
 def mcnemar_worse_p(truth: list[str], challenger: list[str], champion: list[str]) -> float:
@@ -81,120 +78,60 @@ def decide_promotion(truth: list[str], challenger: list[str], champion: list[str
                              numbers)
 
 
-def current_champion(client: Any, name: str) -> str | None:
-    """The champion's version, or None when there is none yet.
-
-    Only "no such model / no such alias" means no champion: any other registry error (an
-    unreachable server, say) is raised, so a challenger is never crowned by accident.
-    """
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
-
-
-def champion_history(client: Any, name: str) -> list[str]:
-    """Versions that were champion, oldest first."""
-    tags = client.get_registered_model(name).tags
-    return [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
-
-
-def set_champion(client: Any, name: str, version: str) -> None:
-    """Make ``version`` the champion and append it to the champion history."""
-    client.set_registered_model_alias(name, CHAMPION, version)
-    history = champion_history(client, name)
-    if history[-1:] != [version]:
-        client.set_registered_model_tag(name, HISTORY_TAG, ",".join([*history, version]))
-
-
-def rollback_champion(client: Any, name: str) -> str:
-    """Give the champion alias back to the previous champion; returns its version."""
-    history = champion_history(client, name)
-    if len(history) < 2:
-        raise ValueError(f"model {name} has no earlier champion to roll back to "
-                         f"(champion history: {history or 'empty'})")
-    client.set_registered_model_alias(name, CHAMPION, history[-2])
-    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[:-1]))
-    client.set_model_version_tag(name, history[-1], "finegate.promotion",
-                                 f"rolled back: champion is version {history[-2]} again")
-    return history[-2]
-
-
-def download_model(client: Any, name: str, version: str) -> tuple[Path, Path]:
-    """Local model and tokenizer folders of a registered ``mlflow.transformers`` model."""
-    import mlflow
-
-    root = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{name}/{version}", tracking_uri=client.tracking_uri))
-    return root / "model", root / "components" / "tokenizer"
-
-
-def promote_challenger(config: Config, version: str, report_path: str) -> PromotionDecision:
-    """Name the new version challenger, compare it with the champion on the same rows, move
-    the champion alias if it wins, and tag why."""
-    from mlflow import MlflowClient
-
-    from tasks.evaluate import predict
-    from tasks.finetune import pick_device
-    from tasks.register import PROMOTION_TAG, mlflow_uri
-
-    uri = mlflow_uri(config)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    name = config.model_name
+def promote_challenger(settings: RegistrySettings, version: str, report_path: str, *,
+                       rules: PromotionConfig, train: TrainConfig, label_set: LabelSet,
+                       golden_path: str) -> PromotionDecision:
+    """Name the new version challenger, compare it with the champion on the rows it was
+    evaluated on (``report_path``: its evaluation.json), move the champion alias if it wins,
+    and tag why. ``train`` says on which device and at which length the champion predicts."""
+    registry, name = client(settings), settings.model_name
     report = read_json(Path(report_path))
     part = report.get("golden") or report["test"]
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    champion = current_champion(client, name)
+    registry.set_registered_model_alias(name, CHALLENGER, version)
+    champion = current_champion(registry, name)
     if champion == version:  # a retry after the alias moved: decided already
         return PromotionDecision(True, [f"version {version} is already champion"])
     champion_predictions = None
     if champion is not None:
-        device = pick_device(config.train.device)
-        length = config.train.cpu_max_length if device == "cpu" else config.train.max_length
-        texts = evaluation_texts(config, report)
-        model, tokenizer = download_model(client, name, champion)
-        champion_predictions = predict(model, texts, length, device, tokenizer_dir=tokenizer)
+        device = pick_device(train.device)
+        texts = evaluation_texts(report, golden_path, label_set)
+        model, tokenizer = download_model(registry, name, champion)
+        champion_predictions = predict(model, texts, eval_max_length(train, device), device,
+                                       tokenizer_dir=tokenizer)
     decision = decide_promotion(part["truth"], part["predictions"], champion_predictions,
-                                config.labels, config.promotion)
+                                list(label_set.labels), rules)
     if decision.promote:
-        set_champion(client, name, version)
+        set_champion(registry, name, version)
     outcome = "promoted to champion" if decision.promote else f"champion stays {champion}"
-    client.set_model_version_tag(name, version, PROMOTION_TAG, outcome)
-    client.set_model_version_tag(name, version, "finegate.promotion.reasons",
-                                 "; ".join(decision.reasons))
-    client.set_model_version_tag(name, version, "finegate.promotion.set",
-                                 "golden" if "golden" in report else "test")
-    for key, value in decision.numbers.items():
-        if isinstance(value, float):
-            client.set_model_version_tag(name, version, f"finegate.promotion.{key}",
-                                         f"{value:.4f}")
+    tag_decision(registry, name, version, decision, outcome,
+                 evaluated_on="golden" if "golden" in report else "test")
     return decision
 
 
-def evaluation_texts(config: Config, report: dict[str, Any]) -> list[str]:
-    """The texts the challenger was evaluated on (golden set, else the test split)."""
-    from tasks.evaluate import read_golden
-    from tasks.finetune import read_split
+def tag_decision(registry: Any, name: str, version: str, decision: PromotionDecision,
+                 outcome: str, evaluated_on: str) -> None:
+    """Record the outcome, its reasons, the rows compared on and the numbers on the version."""
+    registry.set_model_version_tag(name, version, PROMOTION_TAG, outcome)
+    registry.set_model_version_tag(name, version, f"{PROMOTION_TAG}.reasons",
+                                   "; ".join(decision.reasons))
+    registry.set_model_version_tag(name, version, f"{PROMOTION_TAG}.set", evaluated_on)
+    for key, value in decision.numbers.items():
+        if isinstance(value, float):
+            registry.set_model_version_tag(name, version, f"{PROMOTION_TAG}.{key}",
+                                           f"{value:.4f}")
 
+
+def evaluation_texts(report: dict[str, Any], golden_path: str,
+                     label_set: LabelSet) -> list[str]:
+    """The texts the challenger was evaluated on (golden set, else the test split)."""
     if "golden" in report:
-        return read_golden(config.evaluation.golden_path, config.labels, config.label_aliases)[0]
+        return read_golden(golden_path, label_set)[0]
     return read_split(report["test"]["data_path"], "test")[0]
 
 
-@task(name="promote", retries=1, retry_delay_seconds=2)
-def promote(config: Config, version: str, report_path: str) -> PromotionDecision:
-    """Prefect task: champion/challenger decision, shown as an artifact."""
-    from prefect.artifacts import create_markdown_artifact
-
-    decision = promote_challenger(config, version, report_path)
+def promotion_markdown(version: str, decision: PromotionDecision) -> str:
+    """The decision as Markdown: verdict, reasons and numbers (for the Prefect artifact)."""
     verdict = "promoted to champion" if decision.promote else "not promoted"
     numbers = "\n".join(f"- {k}: {v}" for k, v in decision.numbers.items())
-    create_markdown_artifact(
-        key="finegate-promotion", description=f"Model version {version}: {verdict}",
-        markdown=f"# Version {version}: {verdict}\n\n" + "\n".join(
-            f"- {r}" for r in decision.reasons) + (f"\n\n## Numbers\n{numbers}" if numbers else ""))
-    return decision
+    return (f"# Version {version}: {verdict}\n\n" + "\n".join(f"- {r}" for r in decision.reasons)
+            + (f"\n\n## Numbers\n{numbers}" if numbers else ""))

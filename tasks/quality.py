@@ -8,21 +8,25 @@ previous snapshot, and the accounting of every row read: curated + quarantined +
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
-from prefect import task
 
-from finegate.config import Config
-from finegate.lake import Lake, read_json, write_json
-from tasks.dedup import DedupResult
-from tasks.drift import drift_metrics, oov_rate, vocabulary, word_counts
-from tasks.labels import LabelsResult
-from tasks.snapshot import SnapshotResult
+from finegate.core.drift import drift_metrics, oov_rate, vocabulary, word_counts
+from finegate.core.history import previous_snapshot
+from finegate.core.lake import Lake, read_json, write_json
+from finegate.core.quarantine import quarantine_reasons
+from finegate.core.results import (
+    Accounting,
+    DedupResult,
+    LabelsResult,
+    QualityResult,
+    SnapshotResult,
+)
+from finegate.core.schemas import parquet_rows
 
 EMPTY_REASONS = ("missing text", "empty text after cleaning")
 
@@ -31,46 +35,20 @@ class AccountingError(RuntimeError):
     """Rows read do not equal rows curated + quarantined + dropped as duplicates."""
 
 
-@dataclass(frozen=True)
-class QualityResult:
-    """Where the scorecard is, and its headline numbers."""
-
-    scorecard_path: str
-    scorecard: dict[str, Any]
-
-
-def parquet_rows(path: str | Path) -> int:
-    """Rows in a Parquet file or folder of files, from their footers (no data is read)."""
-    path = Path(path)
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    return sum(pq.read_metadata(f).num_rows for f in files)
+def account_rows(rows_read: int, snapshot: SnapshotResult, lake: Lake) -> Accounting:
+    """Count curated, quarantined and duplicate rows on disk against the rows read."""
+    return Accounting(rows_read=rows_read, curated=parquet_rows(snapshot.data_path),
+                      quarantined=len(quarantine_reasons(lake, snapshot.drops)),
+                      duplicates=parquet_rows(snapshot.duplicates_path))
 
 
-def quarantine_reasons(lake: Lake, drops: list[str]) -> pd.Series:
-    """Every quarantined row's reason, over all stages of the given drops."""
-    files = [f for drop in drops for f in sorted((lake.root / "quarantine" / drop).glob("*/*"))
-             if f.suffix == ".parquet"]
-    if not files:
-        return pd.Series(dtype=object)
-    return pd.concat(pq.read_table(f, columns=["reason"]).to_pandas()["reason"] for f in files)
-
-
-def account_rows(rows_read: int, snapshot: SnapshotResult, lake: Lake) -> dict[str, Any]:
-    """Count curated, quarantined and duplicate rows on disk and compare with rows read."""
-    curated = parquet_rows(snapshot.data_path)
-    quarantined = len(quarantine_reasons(lake, snapshot.drops))
-    duplicates = parquet_rows(snapshot.duplicates_path)
-    return {"rows_read": rows_read, "curated": curated, "quarantined": quarantined,
-            "duplicates": duplicates, "holds": rows_read == curated + quarantined + duplicates}
-
-
-def check_accounting(accounting: dict[str, Any]) -> None:
+def check_accounting(accounting: Accounting) -> None:
     """Raise :class:`AccountingError` with the numbers when the identity does not hold."""
-    if not accounting["holds"]:
+    if not accounting.holds:
         a = accounting
         raise AccountingError(
-            f"rows read ({a['rows_read']}) != curated ({a['curated']}) + quarantined "
-            f"({a['quarantined']}) + duplicates ({a['duplicates']}): rows were lost or "
+            f"rows read ({a.rows_read}) != curated ({a.curated}) + quarantined "
+            f"({a.quarantined}) + duplicates ({a.duplicates}): rows were lost or "
             "counted twice; inspect the lake's quarantine/ and the snapshot's duplicates/"
         )
 
@@ -124,30 +102,6 @@ def scorecard_deltas(current: dict[str, Any], previous: dict[str, Any] | None,
             - previous.get("length_words", {}).get("median", 0)}
 
 
-def previous_snapshot(lake: Lake, digest: str) -> Path | None:
-    """Folder of the latest earlier snapshot with a different digest, if any."""
-    history = lake.root / "curated" / "history.json"
-    entries = read_json(history) if history.is_file() else []
-    for entry in reversed(entries):
-        if entry["snapshot"] != digest and Path(entry["scorecard"]).is_file():
-            return Path(entry["scorecard"]).parent
-    return None
-
-
-def record_history(lake: Lake, digest: str, scorecard_path: Path) -> None:
-    """Append a snapshot that passed the gate to the lake's history (unless it is the latest).
-
-    Only blessed snapshots are history: the next night's drift and deltas are measured against
-    the last snapshot the gate accepted, never against one it rejected.
-    """
-    history = lake.root / "curated" / "history.json"
-    entries = read_json(history) if history.is_file() else []
-    if not entries or entries[-1]["snapshot"] != digest:
-        entries.append({"snapshot": digest, "scorecard": str(scorecard_path),
-                        "recorded": datetime.now(UTC).isoformat()})
-        write_json(history, entries)
-
-
 def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels: list[str],
                     dedup: DedupResult, review: LabelsResult) -> dict[str, Any]:
     """All quality metrics of a snapshot, plus the accounting of every row read."""
@@ -178,16 +132,16 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
         "noise_ratio": review.issues / max(review.rows, 1),
         "label_actions": review.actions,
         "noise_detection": review.noise_detection,
-        "annotation": review.annotation,
+        "annotation": asdict(review.annotation),
         # None without annotator labels: no agreement was measured (the gate skips it)
-        "annotation_consistency": review.annotation.get("unanimous_share"),
-        "annotation_alpha": review.annotation.get("krippendorff_alpha"),
+        "annotation_consistency": review.annotation.unanimous_share,
+        "annotation_alpha": review.annotation.krippendorff_alpha,
         "empty_ratio": float(reasons.isin(EMPTY_REASONS).sum()) / read,
         "missing_label_ratio": float(reasons.eq("missing label").sum()) / read,
-        "quarantine_ratio": accounting["quarantined"] / read,
+        "quarantine_ratio": accounting.quarantined / read,
         "length_chars": length_stats(data["text"].str.len()),
         "length_words": length_stats(word_counts(data["text"])),
-        "accounting": accounting,
+        "accounting": {**asdict(accounting), "holds": accounting.holds},
     }
     card["deltas"] = scorecard_deltas(
         card, read_json(previous / "scorecard.json") if previous else None)
@@ -203,24 +157,11 @@ def scorecard_table(card: dict[str, Any]) -> list[dict[str, Any]]:
             for k, v in card.items() if isinstance(v, int | float) and not isinstance(v, bool)]
 
 
-@task(name="quality-scorecard")
-def quality(config: Config, rows_read: int, snapshot: SnapshotResult, dedup: DedupResult,
-            review: LabelsResult) -> QualityResult:
-    """Prefect task: write the scorecard; fail if the accounting identity does not hold."""
-    from prefect.artifacts import create_table_artifact
-
-    lake = Lake.at(config.lake_path)
-    scorecard = build_scorecard(rows_read, snapshot, lake, config.labels, dedup, review)
+def write_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels: list[str],
+                    dedup: DedupResult, review: LabelsResult) -> QualityResult:
+    """Write ``scorecard.json`` beside the snapshot; fail if the accounting does not hold."""
+    scorecard = build_scorecard(rows_read, snapshot, lake, labels, dedup, review)
     path = write_json(Path(snapshot.path) / "scorecard.json", scorecard)
-    create_table_artifact(key="finegate-scorecard", table=scorecard_table(scorecard),
-                          description=f"Quality scorecard of snapshot {snapshot.digest[:16]}")
-    check_accounting(scorecard["accounting"])
-    return QualityResult(scorecard_path=str(path), scorecard=scorecard)
-
-
-@task(name="accounting")
-def accounting(config: Config, rows_read: int, snapshot: SnapshotResult) -> dict[str, Any]:
-    """Prefect task: recount every row from disk at the end of the run; fail if any is lost."""
-    result = account_rows(rows_read, snapshot, Lake.at(config.lake_path))
-    check_accounting(result)
-    return result
+    accounting = account_rows(rows_read, snapshot, lake)
+    check_accounting(accounting)
+    return QualityResult(scorecard_path=str(path), accounting=accounting)

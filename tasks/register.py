@@ -9,85 +9,139 @@ it becomes ``champion``.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pyarrow.parquet as pq
-from prefect import task
 
-from finegate.config import PROJECT_ROOT, Config
-from finegate.lake import Lake, read_json
-from tasks.evaluate import EvaluationResult
-from tasks.finetune import FinetuneResult, training_digest
-from tasks.snapshot import SnapshotResult
-
-SNAPSHOT_TAG = "finegate.snapshot_digest"
-TRAINING_TAG = "finegate.training_digest"  # the training settings (tasks/finetune.py)
-EVALUATION_TAG = "finegate.evaluation_report"
-PROMOTION_TAG = "finegate.promotion"  # set by tasks/promote.py once the decision is made
+from finegate.core.config import PROJECT_ROOT, RegistrySettings, SplitConfig, TrainConfig
+from finegate.core.lake import read_json
+from finegate.core.registry import (
+    EVALUATION_TAG,
+    SNAPSHOT_TAG,
+    TRAINING_TAG,
+    client,
+    ensure_experiment,
+    find_registered,
+    mlflow_uri,
+)
+from finegate.core.results import EvaluationResult, FinetuneResult, RegisterResult, SnapshotResult
 
 
 @dataclass(frozen=True)
-class RegisterResult:
-    """The MLflow run and registered model version."""
+class RunLineage:
+    """What a run logs about where its data came from and how it was split."""
 
-    tracking_uri: str
-    run_id: str
-    model_name: str
-    version: str
-    aliases: list[str]
-    evaluation_report: str | None = None  # the evaluation.json this version was judged on
-    decided: bool = True  # False: a run stopped before the champion/challenger decision
+    run_name: str
+    flow_run_id: str
+    landing_path: str
+    labels: list[str]
+    split: SplitConfig
 
 
-def code_version(root: Path = PROJECT_ROOT) -> str:
-    """The git commit of the code (``+dirty`` with local changes), or ``unknown``."""
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
-                                capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], check=True,
-                               capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{commit}+dirty" if dirty else commit
-
-
-def mlflow_uri(config: Config) -> str:
-    """The tracking URI to hand to MLflow, without credentials.
-
-    MLflow prints its URI in logs ("View run at ..."), so credentials written in the configured
-    URI move to MLflow's variables of this process instead: ``https://user:password@host`` to
-    ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``, ``https://token@host`` to
-    ``MLFLOW_TRACKING_TOKEN``.
-    """
-    parts = urlsplit(config.tracking_uri())
-    if not (parts.username or parts.password):
-        return config.tracking_uri()
-    if parts.password is None:
-        os.environ["MLFLOW_TRACKING_TOKEN"] = unquote(parts.username)
-    else:
-        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username or "")
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port
-                                                               else "")))
-
-
-def ensure_experiment(config: Config) -> str:
-    """The experiment id; with the default SQLite store its artifacts live inside the lake."""
+def register_model(settings: RegistrySettings, snapshot: SnapshotResult, scorecard_path: str,
+                   gate_path: str, trained: FinetuneResult, evaluation: EvaluationResult, *,
+                   train: TrainConfig, lineage: RunLineage) -> RegisterResult:
+    """Log an MLflow run with the model's lineage, metrics and reports; register the model,
+    tagged with its snapshot and training digests (``train`` gives the latter)."""
     import mlflow
 
-    experiment = mlflow.get_experiment_by_name(config.mlflow_experiment)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None
-    if not config.mlflow_tracking_uri.get_secret_value():
-        location = (Lake.at(config.lake_path).root / "mlartifacts").as_uri()
-    return mlflow.create_experiment(config.mlflow_experiment, artifact_location=location)
+    # A retry after a partial failure must not register the same snapshot twice.
+    existing = find_registered(settings, snapshot.digest, train.digest())
+    if existing is not None:
+        return existing
+    scorecard = read_json(Path(scorecard_path))
+    card = model_card(settings.model_name, lineage.labels, snapshot, scorecard,
+                      read_json(Path(gate_path)), trained, evaluation)
+    mlflow.set_tracking_uri(mlflow_uri(settings))
+    with mlflow.start_run(experiment_id=ensure_experiment(settings),
+                          run_name=lineage.run_name) as run:
+        log_params_and_metrics(trained, evaluation, scorecard, lineage)
+        log_lineage(snapshot, lineage)
+        log_reports(snapshot, scorecard_path, gate_path, evaluation.report_path, card)
+        model_uri = log_model(trained.model_dir)
+    # The version is created with its lineage tags in one call, so it is never found untagged.
+    version = str(mlflow.register_model(model_uri, settings.model_name, tags={
+        SNAPSHOT_TAG: snapshot.digest, TRAINING_TAG: train.digest(),
+        EVALUATION_TAG: evaluation.report_path}).version)
+    client(settings).update_model_version(settings.model_name, version, description=card)
+    return RegisterResult(tracking_uri=settings.public_uri, run_id=run.info.run_id,
+                          model_name=settings.model_name, version=version, aliases=[],
+                          evaluation_report=evaluation.report_path, decided=False)
+
+
+def log_params_and_metrics(trained: FinetuneResult, evaluation: EvaluationResult,
+                           scorecard: dict[str, Any], lineage: RunLineage) -> None:
+    """Training settings, split shares and labels as params; test, golden, training and
+    scorecard numbers as metrics."""
+    import mlflow
+
+    mlflow.log_params({f"train.{k}": v for k, v in trained.params.items()})
+    mlflow.log_params({"split.train": lineage.split.train,
+                       "split.validation": lineage.split.validation,
+                       "split.test": lineage.split.test, "labels": ",".join(lineage.labels)})
+    if evaluation.golden_rows:
+        mlflow.log_metric("golden_macro_f1", evaluation.golden_macro_f1)
+    mlflow.log_metrics({"test_accuracy": evaluation.accuracy,
+                        "test_macro_f1": evaluation.macro_f1,
+                        "train_loss": trained.train_loss, "train_seconds": trained.seconds,
+                        "train_rows": trained.train_rows, "test_rows": evaluation.test_rows})
+    mlflow.log_metrics({f"quality.{k}": float(v) for k, v in scorecard.items()
+                        if isinstance(v, int | float) and not isinstance(v, bool)})
+
+
+def log_lineage(snapshot: SnapshotResult, lineage: RunLineage) -> None:
+    """Lineage tags (snapshot, drops, landing zone, code version, flow run) and the snapshot as
+    the run's dataset input."""
+    import mlflow
+
+    mlflow.set_tags({
+        SNAPSHOT_TAG: snapshot.digest, "finegate.snapshot_path": snapshot.path,
+        "finegate.drops": ",".join(snapshot.drops), "finegate.landing": lineage.landing_path,
+        "finegate.code_version": code_version(), "finegate.flow_run_id": lineage.flow_run_id,
+    })
+    log_snapshot_input(snapshot)
+
+
+def log_reports(snapshot: SnapshotResult, scorecard_path: str, gate_path: str,
+                evaluation_path: str, card: str) -> None:
+    """The model card, confusion matrices, scorecard, gate and evaluation reports, snapshot
+    manifest and GX Data Docs as artifacts of the active run."""
+    import mlflow
+
+    mlflow.log_text(card, "model_card.md")
+    for png in sorted(Path(evaluation_path).parent.glob("confusion_*.png")):
+        mlflow.log_artifact(str(png), artifact_path="evaluation")
+    for path in (scorecard_path, gate_path, evaluation_path,
+                 str(Path(snapshot.path) / "manifest.json")):
+        mlflow.log_artifact(path, artifact_path="quality")
+    data_docs = Path(gate_path).parent / "data_docs"
+    if data_docs.is_dir():
+        mlflow.log_artifacts(str(data_docs), artifact_path="data_docs")
+
+
+def log_model(model_dir: str) -> str:
+    """Log the model and tokenizer in ``model_dir`` as an ``mlflow.transformers`` model of the
+    active run; returns its URI."""
+    import mlflow
+    import torch
+    import transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    info = mlflow.transformers.log_model(
+        transformers_model={
+            "model": AutoModelForSequenceClassification.from_pretrained(model_dir),
+            "tokenizer": AutoTokenizer.from_pretrained(model_dir),
+        },
+        name="model", task="text-classification",
+        # Without explicit requirements MLflow infers torchvision, which is not installed.
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                          f"transformers=={transformers.__version__}"],
+    )
+    return info.model_uri
 
 
 def log_snapshot_input(snapshot: SnapshotResult) -> None:
@@ -99,11 +153,11 @@ def log_snapshot_input(snapshot: SnapshotResult) -> None:
     dataset = from_pandas(frame, source=snapshot.data_path, name=f"snapshot-{snapshot.digest[:16]}",
                           digest=snapshot.digest[:32])
     mlflow.log_input(dataset, context="training",
-                     tags={"finegate.snapshot_digest": snapshot.digest})
+                     tags={SNAPSHOT_TAG: snapshot.digest})
 
 
-def model_card(config: Config, snapshot: SnapshotResult, scorecard: dict[str, Any],
-               gate: dict[str, Any], trained: FinetuneResult,
+def model_card(model_name: str, labels: list[str], snapshot: SnapshotResult,
+               scorecard: dict[str, Any], gate: dict[str, Any], trained: FinetuneResult,
                evaluation: EvaluationResult) -> str:
     """A Markdown model card: data, quality, gate, metrics, training, hardware, time."""
     import platform
@@ -117,9 +171,9 @@ def model_card(config: Config, snapshot: SnapshotResult, scorecard: dict[str, An
               f"{evaluation.golden_rows} rows\n" if evaluation.golden_rows else "")
     params = "\n".join(f"- {k}: {v}" for k, v in trained.params.items())
     warnings = "".join(f"\n  - {w}" for w in gate.get("warnings", []))
-    return f"""# {config.model_name}
+    return f"""# {model_name}
 
-Sequence classifier over {", ".join(config.labels)}, fine-tuned by Finegate.
+Sequence classifier over {", ".join(labels)}, fine-tuned by Finegate.
 
 ## Data
 - snapshot `{snapshot.digest}` ({snapshot.rows} rows, drops {", ".join(snapshot.drops)})
@@ -142,105 +196,13 @@ Sequence classifier over {", ".join(config.labels)}, fine-tuned by Finegate.
 """
 
 
-def register_model(config: Config, snapshot: SnapshotResult, quality_path: str, gate_path: str,
-                   trained: FinetuneResult, evaluation: EvaluationResult,
-                   flow_run_id: str, run_name: str) -> RegisterResult:
-    """Log the run with lineage, register the model and set its aliases."""
-    import mlflow
-    import torch
-    import transformers
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    # A retry after a partial failure must not register the same snapshot twice.
-    existing = find_registered(config, snapshot.digest)
-    if existing is not None:
-        return existing
-    mlflow.set_tracking_uri(mlflow_uri(config))
-    experiment_id = ensure_experiment(config)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.log_params({f"train.{k}": v for k, v in trained.params.items()})
-        mlflow.log_params({"split.train": config.split.train,
-                           "split.validation": config.split.validation,
-                           "split.test": config.split.test, "labels": ",".join(config.labels)})
-        if evaluation.golden_rows:
-            mlflow.log_metric("golden_macro_f1", evaluation.golden_macro_f1)
-        mlflow.log_metrics({"test_accuracy": evaluation.accuracy,
-                            "test_macro_f1": evaluation.macro_f1,
-                            "train_loss": trained.train_loss, "train_seconds": trained.seconds,
-                            "train_rows": trained.train_rows, "test_rows": evaluation.test_rows})
-        scorecard = read_json(Path(quality_path))
-        mlflow.log_metrics({f"quality.{k}": float(v) for k, v in scorecard.items()
-                            if isinstance(v, int | float) and not isinstance(v, bool)})
-        mlflow.set_tags({
-            "finegate.snapshot_digest": snapshot.digest, "finegate.snapshot_path": snapshot.path,
-            "finegate.drops": ",".join(snapshot.drops), "finegate.landing": config.landing_path,
-            "finegate.code_version": code_version(), "finegate.flow_run_id": flow_run_id,
-        })
-        log_snapshot_input(snapshot)
-        card = model_card(config, snapshot, scorecard, read_json(Path(gate_path)), trained,
-                          evaluation)
-        mlflow.log_text(card, "model_card.md")
-        run_dir = Path(evaluation.report_path).parent
-        for png in sorted(run_dir.glob("confusion_*.png")):
-            mlflow.log_artifact(str(png), artifact_path="evaluation")
-        for path in (quality_path, gate_path, evaluation.report_path,
-                     str(Path(snapshot.path) / "manifest.json")):
-            mlflow.log_artifact(path, artifact_path="quality")
-        data_docs = Path(gate_path).parent / "data_docs"
-        if data_docs.is_dir():
-            mlflow.log_artifacts(str(data_docs), artifact_path="data_docs")
-        info = mlflow.transformers.log_model(
-            transformers_model={
-                "model": AutoModelForSequenceClassification.from_pretrained(trained.model_dir),
-                "tokenizer": AutoTokenizer.from_pretrained(trained.model_dir),
-            },
-            name="model", task="text-classification",
-            # Without explicit requirements MLflow infers torchvision, which is not installed.
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                              f"transformers=={transformers.__version__}"],
-        )
-    # The version is created with its lineage tags in one call, so it is never found untagged.
-    version = str(mlflow.register_model(info.model_uri, config.model_name, tags={
-        SNAPSHOT_TAG: snapshot.digest, TRAINING_TAG: training_digest(config.train),
-        EVALUATION_TAG: evaluation.report_path}).version)
-    mlflow.MlflowClient().update_model_version(config.model_name, version, description=card)
-    return RegisterResult(tracking_uri=config.public_tracking_uri(), run_id=run.info.run_id,
-                          model_name=config.model_name, version=version, aliases=[],
-                          evaluation_report=evaluation.report_path, decided=False)
-
-
-def find_registered(config: Config, digest: str) -> RegisterResult | None:
-    """The model version already trained on the snapshot ``digest`` with these training
-    settings, if there is one (changed settings train a new version on the same data)."""
-    from mlflow import MlflowClient
-
-    uri = mlflow_uri(config)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    # An unreachable registry raises: "not found" must never be guessed (it would retrain).
-    versions = client.search_model_versions(f"name='{config.model_name}'")
-    for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
-        if (version.tags.get(SNAPSHOT_TAG), version.tags.get(TRAINING_TAG)) == (
-                digest, training_digest(config.train)):
-            # search results do not carry aliases: read the version itself
-            found = client.get_model_version(config.model_name, version.version)
-            return RegisterResult(tracking_uri=config.public_tracking_uri(), run_id=found.run_id,
-                                  model_name=config.model_name, version=str(found.version),
-                                  aliases=sorted(found.aliases),
-                                  evaluation_report=found.tags.get(EVALUATION_TAG),
-                                  decided=PROMOTION_TAG in found.tags)
-    return None
-
-
-@task(name="find-trained-model", retries=2, retry_delay_seconds=2)
-def registered_for(config: Config, digest: str) -> RegisterResult | None:
-    """Prefect task: an unchanged snapshot needs no retraining; find its model version."""
-    return find_registered(config, digest)
-
-
-@task(name="register", retries=2, retry_delay_seconds=2)
-def register(config: Config, snapshot: SnapshotResult, quality_path: str, gate_path: str,
-             trained: FinetuneResult, evaluation: EvaluationResult, flow_run_id: str,
-             run_name: str) -> RegisterResult:
-    """Prefect task: MLflow run + registered model version with lineage and aliases."""
-    return register_model(config, snapshot, quality_path, gate_path, trained, evaluation,
-                          flow_run_id, run_name)
+def code_version(root: Path = PROJECT_ROOT) -> str:
+    """The git commit of the code (``+dirty`` with local changes), or ``unknown``."""
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], check=True,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}+dirty" if dirty else commit

@@ -11,16 +11,16 @@ from __future__ import annotations
 import base64
 import html
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from prefect import task
 
-from finegate.config import Config
-from finegate.lake import read_json, write_json
-from tasks.drift import word_counts
+from finegate.core.drift import word_counts
+from finegate.core.lake import read_json, write_json
+from finegate.core.results import ReportInputs
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -123,13 +123,13 @@ def quarantine_sample(quarantine_dir: str, limit: int = 20) -> list[dict]:
     return rows[:limit]
 
 
-def render_report(run: dict[str, Any], out: Path) -> Path:
-    """Write the HTML report of a run. ``run`` holds the paths and results of the run."""
-    card = read_json(Path(run["scorecard_path"]))
-    gate = read_json(Path(run["gate_path"]))
-    evaluation_path = Path(run.get("evaluation_path") or "")
+def render_report(run: ReportInputs, out: Path) -> Path:
+    """Write the HTML report of a run from the paths and names in ``run``."""
+    card = read_json(Path(run.scorecard_path))
+    gate = read_json(Path(run.gate_path))
+    evaluation_path = Path(run.evaluation_path or "")
     evaluation = read_json(evaluation_path) if evaluation_path.is_file() else {}
-    data = pq.read_table(run["data_path"], columns=["text", "label"]).to_pandas()
+    data = pq.read_table(run.data_path, columns=["text", "label"]).to_pandas()
     scalars = [{"metric": k, "value": v, "change vs previous": card["deltas"].get(k, "")}
                for k, v in card.items() if isinstance(v, int | float) and not isinstance(v, bool)]
     shares = {k: v / max(card["rows"], 1) for k, v in card["label_counts"].items()}
@@ -137,21 +137,21 @@ def render_report(run: dict[str, Any], out: Path) -> Path:
                   "result": "pass" if e["success"] else "FAIL", "expectation": e["expectation"],
                   "found": e["found"]} for e in gate["expectations"]]
     parts = [
-        f"<h1>Finegate run {esc(run['run_name'])}</h1>",
+        f"<h1>Finegate run {esc(run.run_name)}</h1>",
         f"<p class='muted'>snapshot {esc(card['snapshot'])} · {card['rows']} rows · "
         f"<a href='{esc(os.path.relpath(gate['data_docs'], out.parent))}'>GX Data Docs</a> · "
-        f"MLflow {esc(run.get('mlflow') or 'not registered')}</p>",
+        f"MLflow {esc(run.mlflow or 'not registered')}</p>",
         "<h2>Scorecard</h2>", table(scalars),
         "<h2>Class balance</h2>",
         bar_chart(shares, f"share of rows per label (balance {card['class_balance']:.3f})"),
         "<h2>Text length</h2>",
         histogram(word_counts(data["text"]).tolist(), "words per text"),
         "<h2>Duplicate clusters</h2>",
-        table(duplicate_clusters(run["duplicates_path"]), "no duplicates"),
+        table(duplicate_clusters(run.duplicates_path), "no duplicates"),
         "<h2>Quarantined rows (sample)</h2>",
-        table(quarantine_sample(run["quarantine_dir"]), "nothing quarantined"),
+        table(quarantine_sample(run.quarantine_dir), "nothing quarantined"),
         "<h2>Most suspicious labels</h2>",
-        table(suspicious_labels(run["decisions_path"], run["data_path"]), "no label issues"),
+        table(suspicious_labels(run.decisions_path, run.data_path), "no label issues"),
         "<h2>Annotator agreement</h2>",
         table([{"metric": k, "value": v} for k, v in card["annotation"].items()
                if not isinstance(v, dict)], "no annotator labels"),
@@ -171,20 +171,20 @@ def render_report(run: dict[str, Any], out: Path) -> Path:
                   image(part["confusion_png"]) if Path(part["confusion_png"]).is_file() else "",
                   "<h3>Misclassified examples</h3>", table(part["misclassified"][:20])]
     page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>Finegate run {esc(run['run_name'])}</title><style>{STYLE}</style></head>"
+            f"<title>Finegate run {esc(run.run_name)}</title><style>{STYLE}</style></head>"
             "<body>" + "\n".join(parts) + "</body></html>")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
 
 
-@task(name="report")
-def report(config: Config, run: dict[str, Any]) -> str:
-    """Prefect task: the run's HTML report, linked from an artifact."""
-    from prefect.artifacts import create_link_artifact
+def write_report(run: ReportInputs) -> Path:
+    """The run's HTML report in its run folder, with the ``run.json`` it is rendered from
+    (``finegate report`` re-renders from it)."""
+    write_json(Path(run.run_dir) / "run.json", asdict(run))
+    return render_report(run, Path(run.run_dir) / "report.html")
 
-    write_json(Path(run["run_dir"]) / "run.json", run)  # `finegate report` re-renders from it
-    path = render_report(run, Path(run["run_dir"]) / "report.html")
-    create_link_artifact(key="finegate-report", link=path.as_uri(),
-                         description="HTML quality report of this run")
-    return str(path)
+
+def read_report_inputs(run_dir: Path) -> ReportInputs:
+    """The report inputs a finished run saved in its folder."""
+    return ReportInputs(**read_json(run_dir / "run.json"))

@@ -11,37 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
 
-from finegate.config import Config, SplitConfig
-from finegate.lake import Lake, replace_dir, write_json
-from tasks.clean import SILVER_COLUMNS, SILVER_SCHEMA
-from tasks.dedup import DedupResult, row_keys, silver_files
-from tasks.ingest import write_partition
-from tasks.labels import LabelsResult
-from tasks.split import assign_split
-
-CURATED_COLUMNS = [*SILVER_COLUMNS, "split"]
-CURATED_SCHEMA = SILVER_SCHEMA.append(pa.field("split", pa.string()))
-
-
-@dataclass(frozen=True)
-class SnapshotResult:
-    """A curated snapshot on disk."""
-
-    digest: str
-    path: str
-    data_path: str
-    duplicates_path: str
-    rows: int
-    drops: list[str]
+from finegate.core.config import SplitConfig
+from finegate.core.lake import Lake, replace_dir, write_json
+from finegate.core.results import DedupResult, LabelsResult, SnapshotResult
+from finegate.core.schemas import CURATED_SCHEMA, SILVER_COLUMNS, row_keys, write_parquet
+from finegate.core.splits import SPLITS, assign_split
 
 
 def row_digest(row_id: str, label: str, split: str, text: str, annotators: object) -> str:
@@ -90,16 +71,17 @@ def apply_changes(frame: pd.DataFrame, changes: RowChanges) -> pd.DataFrame:
 
 def _curate_partition(silver_file: str, drop_out: str, excluded: set[tuple[str, int]],
                       changes: RowChanges,
-                      shares: SplitConfig) -> list[str]:
+                      shares: SplitConfig) -> tuple[list[str], Counter[str]]:
     frame = pq.read_table(silver_file).to_pandas()
     keep = [key not in excluded for key in zip(frame["source"], frame["position"], strict=True)]
     curated = apply_changes(frame.loc[keep, SILVER_COLUMNS], changes).assign(
         split=lambda f: assign_split(f["id"], shares))
     name = f"{Path(silver_file).parent.name}-{Path(silver_file).stem}"  # silver/<drop>/<part>
-    write_partition(curated, Path(drop_out), CURATED_SCHEMA, name)
-    return [row_digest(*row) for row in zip(curated["id"], curated["label"], curated["split"],
-                                            curated["text"], curated["annotator_labels"],
-                                            strict=True)]
+    write_parquet(curated, Path(drop_out), CURATED_SCHEMA, name)
+    digests = [row_digest(*row) for row in zip(curated["id"], curated["label"], curated["split"],
+                                               curated["text"], curated["annotator_labels"],
+                                               strict=True)]
+    return digests, Counter(curated["split"])
 
 
 def build_curated_snapshot(lake: Lake, drops: list[str], dedup: DedupResult,
@@ -112,31 +94,21 @@ def build_curated_snapshot(lake: Lake, drops: list[str], dedup: DedupResult,
     changes = row_changes(labels, dedup)
     staged = lake.staging()
     (staged / "data").mkdir()
-    jobs = [dask.delayed(_curate_partition)(f, str(staged / "data"), excluded, changes, shares)
-            for f in silver_files(lake, drops)]
-    digests = sorted(d for part in dask.compute(*jobs) for d in part)
-    if not jobs:
-        write_partition(pd.DataFrame(columns=CURATED_COLUMNS), staged / "data", CURATED_SCHEMA,
-                        "empty")
+    parts = dask.compute(*[
+        dask.delayed(_curate_partition)(f, str(staged / "data"), excluded, changes, shares)
+        for f in lake.silver_files(drops)])
+    digests = sorted(d for part, _ in parts for d in part)
+    split_rows = {s: sum(counts[s] for _, counts in parts) for s in SPLITS}
+    if not parts:
+        write_parquet(pd.DataFrame(), staged / "data", CURATED_SCHEMA, "empty")
     digest = hashlib.sha256("\n".join(digests).encode()).hexdigest()
     shutil.copytree(dedup.duplicates_path, staged / "duplicates")
     write_json(staged / "manifest.json", {
-        "digest": digest, "rows": len(digests), "drops": drops,
+        "digest": digest, "rows": len(digests), "drops": drops, "split_rows": split_rows,
         "duplicates": dedup.duplicates, "created": datetime.now(UTC).isoformat(),
     })
     target = lake.snapshot(digest[:16])
     replace_dir(staged, target)
     return SnapshotResult(digest=digest, path=str(target), data_path=str(target / "data"),
                           duplicates_path=str(target / "duplicates"), rows=len(digests),
-                          drops=drops)
-
-
-@task(name="snapshot")
-def build_snapshot(config: Config, drops: list[str], dedup: DedupResult,
-                   labels: LabelsResult) -> SnapshotResult:
-    """Prefect task: write the curated snapshot on the flow's Dask cluster."""
-    from prefect_dask import get_dask_client
-
-    with get_dask_client():
-        return build_curated_snapshot(Lake.at(config.lake_path), drops, dedup, labels,
-                                      config.split)
+                          drops=drops, split_rows=split_rows)

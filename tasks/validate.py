@@ -13,20 +13,16 @@ inside the lake, whose Data Docs are copied into the run folder.
 
 from __future__ import annotations
 
-import html
 import json
 import shutil
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import task
 
-from finegate.config import Config
-from finegate.lake import Lake, write_json
-from tasks.quality import record_history
+from finegate.core.lake import read_json, write_json
+from finegate.core.results import GateResult
 
 ROW_SUITE, DATASET_SUITE, DRIFT_SUITE = "curated_rows", "curated_dataset", "curated_drift"
 ROW_COLUMNS = ["id", "text", "label", "split"]
@@ -39,18 +35,6 @@ SOMETIMES_ABSENT = {"label_linf", "length_js_distance", "median_length_change", 
 
 class QualityGateFailed(RuntimeError):
     """A critical expectation failed: the snapshot must not be trained on."""
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """The gate's verdict and where its details are."""
-
-    passed: bool
-    gate_path: str
-    data_docs: str
-    failures: list[str]
-    warnings: list[str]
-    skipped: list[str]
 
 
 class SuiteError(ValueError):
@@ -303,23 +287,24 @@ def failure_paragraph(failures: list[str], warnings: list[str]) -> str:
             + (f" Also {len(warnings)} warning(s)." if warnings else ""))
 
 
-def validate_snapshot(data_path: str, scorecard: dict[str, Any], config: Config,
-                      out_dir: Path, run_name: str = "manual") -> GateResult:
-    """Run the three suites, write ``gate.json`` and Data Docs to ``out_dir``; raise on failure."""
-    gx_root = Lake.at(config.lake_path).root / "gx"
+def run_gate(data_path: str, scorecard_path: str, out_dir: Path, *, expectations_path: str,
+             labels: list[str], gx_root: Path, run_name: str = "manual") -> GateResult:
+    """Run the three suites, write ``gate.json`` and Data Docs to ``out_dir``; raise
+    :class:`QualityGateFailed` on a critical failure."""
+    scorecard = read_json(Path(scorecard_path))
     context = _gx_context(gx_root)
-    parameters = {"label_set": config.labels, "label_count": len(config.labels)}
+    parameters = {"label_set": labels, "label_count": len(labels)}
     batch = f"snapshot-{scorecard.get('snapshot', '')[:16]}"
     outcomes: list[dict[str, Any]] = []
     skipped: list[str] = []
 
-    rows_suite = load_suite_json(config.expectations_path, ROW_SUITE)
+    rows_suite = load_suite_json(expectations_path, ROW_SUITE)
     rows_result = validate_rows(data_path, rows_suite, parameters)
     store_result(context, rows_suite, rows_result, run_name, batch)
     outcomes += [describe(r, ROW_SUITE) for r in rows_result.results]
     for name, metrics in ((DATASET_SUITE, scorecard), (DRIFT_SUITE, scorecard.get("drift", {}))):
         frame = one_row_frame(metrics)
-        suite_json, missing = applicable(load_suite_json(config.expectations_path, name),
+        suite_json, missing = applicable(load_suite_json(expectations_path, name),
                                          list(frame.columns))
         skipped += missing
         result = validate_frame(context, suite_json, frame, parameters)
@@ -339,28 +324,3 @@ def validate_snapshot(data_path: str, scorecard: dict[str, Any], config: Config,
         raise QualityGateFailed(f"{reason}\nDetails: {path}; Data Docs: {docs / 'index.html'}")
     return GateResult(passed=True, gate_path=str(path), data_docs=str(docs / "index.html"),
                       failures=failures, warnings=warnings, skipped=skipped)
-
-
-@task(name="validate")
-def validate(config: Config, data_path: str, scorecard: dict[str, Any], run_dir: str,
-             run_name: str) -> GateResult:
-    """Prefect task: the quality gate; a critical failure stops the flow before training."""
-    from prefect.artifacts import create_markdown_artifact
-    from prefect_dask import get_dask_client
-
-    try:
-        with get_dask_client():
-            result = validate_snapshot(data_path, scorecard, config, Path(run_dir), run_name)
-    except QualityGateFailed as failure:
-        # found values are user data: escaped, so a label like <script> stays text
-        create_markdown_artifact(key="finegate-gate", markdown=f"# Quality gate: FAILED\n\n"
-                                 f"{html.escape(str(failure))}", description="Why the run stopped")
-        raise
-    record_history(Lake.at(config.lake_path), scorecard["snapshot"],
-                   Path(data_path).parent / "scorecard.json")
-    lines = [f"- warning: {html.escape(w)}" for w in result.warnings] or ["- no warnings"]
-    create_markdown_artifact(
-        key="finegate-gate", description="Quality gate result",
-        markdown="\n".join(["# Quality gate: passed", *lines,
-                            f"\nData Docs: [{result.data_docs}](file://{result.data_docs})"]))
-    return result

@@ -9,17 +9,21 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finegate.config import DedupConfig, LabelsConfig, SplitConfig
-from finegate.lake import Lake
-from tasks.clean import clean_drop, normalise_text
-from tasks.dedup import dedup_drops
-from tasks.ingest import ingest_drop, inside, list_drops, parse_file
-from tasks.labels import review_labels
-from tasks.quality import build_scorecard, quarantine_reasons
-from tasks.snapshot import build_curated_snapshot
+from finegate.core.config import DedupConfig, LabelsConfig, LabelSet, SplitConfig
+from finegate.core.lake import Lake
+from finegate.core.landing import inside, list_drops
+from finegate.core.quarantine import quarantine_reasons
+from finegate.core.text import normalise_text
+from finegate.tasks.clean import clean_drop
+from finegate.tasks.dedup import dedup_drops
+from finegate.tasks.ingest import ingest_drop, parse_file
+from finegate.tasks.labels import review_labels
+from finegate.tasks.quality import build_scorecard
+from finegate.tasks.snapshot import build_curated_snapshot
 from tests.bad_input_corpus import write_bad_input_corpus
 
 LABELS = ["tech", "sports"]
+LABEL_SET = LabelSet(tuple(LABELS), {})
 
 
 def run_stages(landing: Path, lake: Lake) -> dict:
@@ -27,7 +31,7 @@ def run_stages(landing: Path, lake: Lake) -> dict:
     rows_read = 0
     for drop in drops:
         rows_read += ingest_drop(landing, drop, lake).rows_read
-        clean_drop(drop, lake, LABELS, {})
+        clean_drop(drop, lake, LABEL_SET)
     dedup = dedup_drops(lake, drops, DedupConfig())
     review = review_labels(lake, drops, dedup, LABELS, LabelsConfig(policy="flag"))
     snapshot = build_curated_snapshot(lake, drops, dedup, review, SplitConfig())

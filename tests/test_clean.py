@@ -3,10 +3,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from finegate.lake import Lake
-from tasks.clean import clean_drop, label_lookup, normalise_text, text_hash
-from tasks.ingest import ingest_drop
-from tests.conftest import LABELS
+from finegate.core.config import LabelSet
+from finegate.core.lake import Lake
+from finegate.core.text import label_lookup, normalise_text, text_hash
+from finegate.tasks.clean import clean_drop
+from finegate.tasks.ingest import ingest_drop
+from tests.factories import LABEL_SET, LABELS
 
 
 def test_normalise_text_strips_html_and_normalises() -> None:
@@ -20,8 +22,8 @@ def test_text_hash_ignores_case_and_whitespace() -> None:
 
 
 def test_label_variants_map_to_canonical_labels() -> None:
-    lookup = label_lookup(["sports", "tech"], {"sport": "sports", "IT": "tech"})
-    from tasks.clean import label_key
+    lookup = label_lookup(LabelSet(("sports", "tech"), {"sport": "sports", "IT": "tech"}))
+    from finegate.core.text import label_key
 
     assert lookup[label_key(" SPORTS ")] == "sports"
     assert lookup[label_key("Sport")] == "sports"
@@ -30,13 +32,13 @@ def test_label_variants_map_to_canonical_labels() -> None:
 
 def test_alias_to_unknown_label_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="not in the label set"):
-        label_lookup(["sports"], {"football": "soccer"})
+        label_lookup(LabelSet(("sports",), {"football": "soccer"}))
 
 
 def test_unknown_labels_are_quarantined(dirty_landing: Path, tmp_path: Path) -> None:
     lake = Lake.at(tmp_path / "lake")
     ingested = ingest_drop(dirty_landing, "day2", lake)
-    result = clean_drop("day2", lake, LABELS, {})
+    result = clean_drop("day2", lake, LABEL_SET)
     assert result.rows_in == ingested.rows_bronze
     silver = pq.read_table(result.silver_path).to_pandas()
     quarantine = pq.read_table(result.quarantine_path).to_pandas()

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from finegate.config import load_config
+from finegate.core.config import load_config
 
 
 def test_yaml_then_env_overrides(tmp_path: Path) -> None:
@@ -46,18 +46,18 @@ def test_secret_uri_is_redacted_and_hidden_from_dumps() -> None:
 def test_credentials_move_out_of_the_uri_mlflow_sees(monkeypatch) -> None:
     import os
 
-    from tasks.register import mlflow_uri
+    from finegate.core.registry import mlflow_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
     config = load_config(env={"FINEGATE_MLFLOW_TRACKING_URI": "https://bob:tok3n@ml.example:8443"})
-    assert mlflow_uri(config) == "https://ml.example:8443"
+    assert mlflow_uri(config.registry) == "https://ml.example:8443"
     assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "tok3n"
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
 
 
 def test_every_credential_form_is_redacted() -> None:
-    from finegate.config import redact_uri
+    from finegate.core.config import redact_uri
 
     assert redact_uri("https://t0ken-abc@ml.example/x") == "https://***@ml.example/x"
     assert redact_uri("https://ml.example/?api_token=t0k&x=1&sig=s1g") == \
@@ -68,11 +68,11 @@ def test_every_credential_form_is_redacted() -> None:
 def test_a_bare_token_in_the_uri_becomes_mlflows_token_variable(monkeypatch) -> None:
     import os
 
-    from tasks.register import mlflow_uri
+    from finegate.core.registry import mlflow_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
     config = load_config(env={"FINEGATE_MLFLOW_TRACKING_URI": "https://t0ken-abc@ml.example"})
-    assert mlflow_uri(config) == "https://ml.example"
+    assert mlflow_uri(config.registry) == "https://ml.example"
     assert os.environ["MLFLOW_TRACKING_TOKEN"] == "t0ken-abc"
     monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
 

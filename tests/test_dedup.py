@@ -5,13 +5,12 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from finegate.config import DedupConfig
-from finegate.lake import Lake
-from tasks.clean import clean_drop
-from tasks.dedup import KEY_COLUMNS, dedup_drops, exact_duplicates
-from tasks.ingest import ingest_drop
-from tests.conftest import LABELS, topic_rows
-from tests.test_near_dedup import perturb
+from finegate.core.config import DedupConfig
+from finegate.core.lake import Lake
+from finegate.tasks.clean import clean_drop
+from finegate.tasks.dedup import KEY_COLUMNS, dedup_drops, exact_duplicates
+from finegate.tasks.ingest import ingest_drop
+from tests.factories import LABEL_SET, LABELS, perturb, topic_rows
 
 
 def keys(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
@@ -61,7 +60,7 @@ def test_near_copies_across_drops_are_logged_and_label_conflicts_flagged(tmp_pat
     lake = Lake.at(tmp_path / "lake")
     for drop in ("day1", "day2"):
         ingest_drop(tmp_path / "landing", drop, lake)
-        clean_drop(drop, lake, LABELS, {})
+        clean_drop(drop, lake, LABEL_SET)
     result = dedup_drops(lake, ["day1", "day2"], DedupConfig())
     log = pq.read_table(result.duplicates_path).to_pandas().sort_values("id")
     assert (result.exact_duplicates, result.near_duplicates) == (1, 6)

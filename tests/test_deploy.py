@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from finegate.config import PROJECT_ROOT, load_config
-from flows.nightly import nightly, nightly_deployment
+from finegate.core.config import PROJECT_ROOT, load_config
+from finegate.flows.nightly import nightly, nightly_deployment
 
 DEPLOY = PROJECT_ROOT / "deploy"
 
@@ -63,8 +63,7 @@ def test_stack_config_points_at_the_compose_services() -> None:
 def test_prefect_yaml_deploys_the_nightly_flow_nightly_one_at_a_time() -> None:
     spec = yaml.safe_load((DEPLOY / "prefect.yaml").read_text())
     [deployment] = spec["deployments"]
-    path, name = deployment["entrypoint"].split(":")
-    module = path.removesuffix(".py").replace("/", ".")
+    module, name = deployment["entrypoint"].split(":")  # the installed package's module
     assert getattr(importlib.import_module(module), name) is nightly
     assert deployment["concurrency_limit"]["limit"] == 1
     [schedule] = deployment["schedules"]

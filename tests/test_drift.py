@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from tasks.drift import drift_metrics, length_distance, linf_distance, oov_rate, vocabulary
+from finegate.core.drift import drift_metrics, length_distance, linf_distance, oov_rate, vocabulary
 
 
 def frame(labels: list[str], drop: str, words: int = 10, word: str = "news") -> pd.DataFrame:

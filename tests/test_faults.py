@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from finegate.lake import Lake, LakeBusy, lake_lock
-from tasks.ingest import ingest_drop
+from finegate.core.lake import Lake, LakeBusy, lake_lock
+from finegate.tasks.ingest import ingest_drop
 
 
 def big_drop(landing: Path, files: int = 16, rows: int = 6000) -> None:
@@ -65,7 +65,7 @@ def test_worker_killed_during_ingest_gives_the_same_result(tmp_path: Path) -> No
 
 HOLD_LOCK = """
 import sys, time
-from finegate.lake import Lake, lake_lock
+from finegate.core.lake import Lake, lake_lock
 with lake_lock(Lake.at(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(600)

@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from finegate.lake import Lake
-from tasks.ingest import decode_bytes, ingest_drop, list_drops
+from finegate.core.lake import Lake
+from finegate.core.landing import list_drops
+from finegate.tasks.ingest import decode_bytes, ingest_drop
 
 
 def test_list_drops_in_name_order(dirty_landing: Path) -> None:

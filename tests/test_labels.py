@@ -5,15 +5,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from finegate.config import DedupConfig, LabelsConfig, SplitConfig
-from finegate.lake import Lake
-from tasks.clean import clean_drop, consensus, resolve_label
-from tasks.dedup import dedup_drops
-from tasks.ingest import ingest_drop
-from tasks.labels import annotation_agreement, choose_actions, label_issues, review_labels
-from tasks.quality import build_scorecard
-from tasks.snapshot import build_curated_snapshot
-from tests.conftest import LABELS, topic_rows
+from finegate.core.config import DedupConfig, LabelsConfig, SplitConfig
+from finegate.core.lake import Lake
+from finegate.core.text import consensus
+from finegate.tasks.clean import clean_drop, resolve_label
+from finegate.tasks.dedup import dedup_drops
+from finegate.tasks.ingest import ingest_drop
+from finegate.tasks.labels import annotation_agreement, choose_actions, label_issues, review_labels
+from finegate.tasks.quality import build_scorecard
+from finegate.tasks.snapshot import build_curated_snapshot
+from tests.factories import LABEL_SET, LABELS, topic_rows
 
 
 def noisy_rows(n: int, flips: int) -> tuple[list[str], list[str], list[int]]:
@@ -76,17 +77,17 @@ def test_annotator_agreement_statistics() -> None:
     ids = pd.Series([["x", "y", "z"], ["x", "y", "z"], ["x", "y", "z"], None])
     per_row, summary = annotation_agreement(votes, ids)
     assert per_row == [1.0, pytest.approx(2 / 3), 1.0, None]
-    assert summary["rows_with_annotators"] == 3
-    assert summary["unanimous_share"] == pytest.approx(2 / 3)
-    assert 0 < summary["krippendorff_alpha"] < 1
-    assert summary["per_annotator"] == {"x": 1.0, "y": pytest.approx(2 / 3), "z": 1.0}
+    assert summary.rows_with_annotators == 3
+    assert summary.unanimous_share == pytest.approx(2 / 3)
+    assert 0 < summary.krippendorff_alpha < 1
+    assert summary.per_annotator == {"x": 1.0, "y": pytest.approx(2 / 3), "z": 1.0}
 
 
 def test_one_annotator_only_has_no_chance_corrected_agreement() -> None:
     per_row, summary = annotation_agreement(pd.Series([["a"], ["b"]]), pd.Series([None, None]))
     assert per_row == [1.0, 1.0]
-    assert summary["krippendorff_alpha"] is None
-    assert summary["per_annotator"] == {}
+    assert summary.krippendorff_alpha is None
+    assert summary.per_annotator == {}
 
 
 def test_review_drops_noisy_rows_to_quarantine(tmp_path: Path) -> None:
@@ -99,17 +100,17 @@ def test_review_drops_noisy_rows_to_quarantine(tmp_path: Path) -> None:
         drop / "rows.jsonl", orient="records", lines=True)
     lake = Lake.at(tmp_path / "lake")
     ingest_drop(tmp_path / "landing", "day1", lake)
-    clean_drop("day1", lake, LABELS, {})
+    clean_drop("day1", lake, LABEL_SET)
     dedup = dedup_drops(lake, ["day1"], DedupConfig())
     result = review_labels(lake, ["day1"], dedup, LABELS, LabelsConfig(policy="drop"))
     quarantined = pq.read_table(lake.quarantine("day1", "labels")).to_pandas()
     assert result.actions["drop"] == result.issues == len(quarantined)
     assert quarantined["reason"].str.startswith("label issue: labelled").all()
     assert result.rows == 150 - dedup.duplicates
-    assert result.annotation["rows_with_annotators"] == 30
-    assert result.annotation["unanimous_share"] == 1.0
-    assert result.annotation["per_annotator"] == {"ann1": 1.0, "ann2": 1.0}
-    assert result.annotation["krippendorff_alpha"] == pytest.approx(1.0)
+    assert result.annotation.rows_with_annotators == 30
+    assert result.annotation.unanimous_share == 1.0
+    assert result.annotation.per_annotator == {"ann1": 1.0, "ann2": 1.0}
+    assert result.annotation.krippendorff_alpha == pytest.approx(1.0)
 
 
 def test_texts_without_a_shared_word_skip_detection_instead_of_crashing() -> None:
@@ -129,7 +130,7 @@ def test_cleaning_policies_end_in_a_snapshot_whose_rows_add_up(policy: str,
         drop / "rows.jsonl", orient="records", lines=True)
     lake = Lake.at(tmp_path / "lake")
     read = ingest_drop(tmp_path / "landing", "day1", lake).rows_read
-    clean_drop("day1", lake, LABELS, {})
+    clean_drop("day1", lake, LABEL_SET)
     dedup = dedup_drops(lake, ["day1"], DedupConfig())
     review = review_labels(lake, ["day1"], dedup, LABELS,
                            LabelsConfig(policy=policy, relabel_confidence=0.5))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from finegate.lake import Lake
-from tasks.ingest import ingest_drop
-from tasks.ledger import ledger_drops, plan_drops, record_drop
-from tests.conftest import topic_rows
+from finegate.core.lake import Lake
+from finegate.tasks.ingest import ingest_drop
+from finegate.tasks.ledger import ledger_drops, plan_drops, record_drop
+from tests.factories import topic_rows
 
 
 def write_rows(path: Path, rows: list[dict[str, str]]) -> None:

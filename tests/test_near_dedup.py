@@ -3,16 +3,8 @@ import random
 import numpy as np
 import pandas as pd
 
-from tasks.near_dedup import minhash_signatures, near_duplicates, shingles
-from tests.conftest import topic_rows
-
-
-def perturb(text: str, rng: random.Random, share: float = 0.05) -> str:
-    """Replace ``share`` of the words by a random word."""
-    words = text.split()
-    for i in rng.sample(range(len(words)), max(1, int(share * len(words)))):
-        words[i] = "zzz" + str(rng.randrange(1000))
-    return " ".join(words)
+from finegate.core.near_dedup import minhash_signatures, near_duplicates, shingles
+from tests.factories import perturb, topic_rows
 
 
 def test_shingles_ignore_case_and_punctuation() -> None:

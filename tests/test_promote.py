@@ -2,15 +2,16 @@ from pathlib import Path
 
 import pytest
 
-from finegate.config import PromotionConfig
-from tasks.promote import (
+from finegate.core.config import PromotionConfig
+from finegate.core.registry import (
     CHAMPION,
     champion_history,
-    decide_promotion,
-    mcnemar_worse_p,
+    current_champion,
     rollback_champion,
     set_champion,
 )
+from finegate.core.results import PromotionDecision
+from finegate.tasks.promote import decide_promotion, mcnemar_worse_p, promotion_markdown
 
 LABELS = ["a", "b", "c"]
 TRUTH = ["a", "b", "c"] * 20
@@ -60,17 +61,28 @@ def test_mcnemar_only_counts_disagreements() -> None:
     assert mcnemar_worse_p(TRUTH, TRUTH, with_errors(10)) == 1.0
 
 
-def test_manual_promote_and_rollback_keep_history(tmp_path: Path) -> None:
-    from mlflow import MlflowClient
+def test_the_promotion_artifact_gives_verdict_reasons_and_numbers() -> None:
+    decision = PromotionDecision(False, ["macro-F1 too low"], {"mcnemar_p": 0.01})
+    markdown = promotion_markdown("7", decision)
+    assert markdown.startswith("# Version 7: not promoted")
+    assert "- macro-F1 too low" in markdown and "- mcnemar_p: 0.01" in markdown
+    assert "Numbers" not in promotion_markdown("1", PromotionDecision(True, ["first model"]))
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+def test_manual_promote_and_rollback_keep_history(tmp_path: Path) -> None:
+    from finegate.core.config import Config
+    from finegate.core.registry import client as registry_client
+
+    client = registry_client(Config(lake_path=str(tmp_path)).registry)
     client.create_registered_model("m")
+    assert current_champion(client, "m") is None
     versions = [client.create_model_version("m", source=f"file:///tmp/m{i}").version
                 for i in range(3)]
     for version in versions:
         set_champion(client, "m", str(version))
+    set_champion(client, "m", "3")  # promoting the champion again changes no history
     assert champion_history(client, "m") == ["1", "2", "3"]
+    assert current_champion(client, "m") == "3"
     assert rollback_champion(client, "m") == "2"
     assert str(client.get_model_version_by_alias("m", CHAMPION).version) == "2"
     assert rollback_champion(client, "m") == "1"

@@ -3,16 +3,17 @@ from pathlib import Path
 
 import pytest
 
-from finegate.lake import Lake, write_json
-from tasks.quality import (
+from finegate.core.history import record_history
+from finegate.core.lake import Lake, write_json
+from finegate.core.results import Accounting
+from finegate.tasks.quality import (
     AccountingError,
+    account_rows,
     build_scorecard,
     check_accounting,
     class_balance,
-    record_history,
 )
-from tests.conftest import topic_text
-from tests.test_snapshot import curate
+from tests.factories import curate, topic_text
 
 
 def test_class_balance() -> None:
@@ -35,15 +36,16 @@ def test_scorecard_accounts_for_every_row(dirty_landing: Path, tmp_path: Path) -
     assert card["empty_ratio"] == pytest.approx(2 / 129)
     assert 0.9 < card["class_balance"] <= 1.0
     assert card["length_words"]["min"] >= 10
-    check_accounting(card["accounting"])
+    check_accounting(Accounting(129, 120, 7, 2))
 
 
 def test_lost_rows_fail_the_identity(dirty_landing: Path, tmp_path: Path) -> None:
     lake = Lake.at(tmp_path / "lake")
     snapshot, dedup, review = curate(dirty_landing, lake)
     card = build_scorecard(130, snapshot, lake, ["sports", "tech"], dedup, review)
+    assert card["accounting"]["holds"] is False
     with pytest.raises(AccountingError, match=r"rows read \(130\) != curated \(120\)"):
-        check_accounting(card["accounting"])
+        check_accounting(account_rows(130, snapshot, lake))
 
 
 def test_second_snapshot_reports_deltas(dirty_landing: Path, tmp_path: Path) -> None:

@@ -8,17 +8,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from finegate.config import Config, TrainConfig
-from flows.quality_vs_quantity import Cell, matching_point, noisy_subset, quality_vs_quantity
-from tests.conftest import LABELS, topic_rows
+from finegate.core.config import Config, TrainConfig
+from finegate.flows.quality_vs_quantity import (
+    Cell,
+    matching_point,
+    noisy_subset,
+    quality_vs_quantity,
+)
+from tests.factories import LABELS, topic_rows
 
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from tasks.register import code_version
+from finegate.tasks.register import code_version
 
 
 def test_code_version_is_the_git_commit() -> None:
@@ -10,11 +10,8 @@ def test_code_version_is_the_git_commit() -> None:
 
 
 def test_model_card_names_the_data_the_gate_and_the_training() -> None:
-    from finegate.config import Config
-    from tasks.evaluate import EvaluationResult
-    from tasks.finetune import FinetuneResult
-    from tasks.register import model_card
-    from tasks.snapshot import SnapshotResult
+    from finegate.core.results import EvaluationResult, FinetuneResult, SnapshotResult
+    from finegate.tasks.register import model_card
 
     snapshot = SnapshotResult(digest="ab" * 32, path="/lake/s", data_path="/lake/s/data",
                               duplicates_path="/lake/s/dup", rows=120, drops=["day1", "day2"])
@@ -24,9 +21,11 @@ def test_model_card_names_the_data_the_gate_and_the_training() -> None:
                              params={"max_length": 32, "bf16": False})
     evaluation = EvaluationResult(accuracy=0.9, macro_f1=0.88, test_rows=12, report_path="/e",
                                   golden_macro_f1=0.85, golden_rows=30)
-    card = model_card(Config(), snapshot, {"class_balance": 0.99, "duplicate_ratio": 0.02,
-                                           "noise_ratio": 0.01, "quarantine_ratio": 0.05},
+    card = model_card("finegate-classifier", ["sports", "tech"], snapshot,
+                      {"class_balance": 0.99, "duplicate_ratio": 0.02, "noise_ratio": 0.01,
+                       "quarantine_ratio": 0.05},
                       {"warnings": ["curated_rows: short texts"]}, trained, evaluation)
+    assert card.startswith("# finegate-classifier") and "over sports, tech" in card
     assert snapshot.digest in card and "day1, day2" in card
     assert "passed with 1 warning(s)" in card and "short texts" in card
     assert "golden set: macro-F1 0.850 on 30 rows" in card
@@ -34,19 +33,17 @@ def test_model_card_names_the_data_the_gate_and_the_training() -> None:
 
 
 def test_a_snapshot_is_trained_again_only_with_other_training_settings(tmp_path: Path) -> None:
-    from mlflow import MlflowClient
-
-    from finegate.config import Config, TrainConfig
-    from tasks.finetune import training_digest
-    from tasks.register import SNAPSHOT_TAG, TRAINING_TAG, find_registered
+    from finegate.core.config import Config, TrainConfig
+    from finegate.core.registry import SNAPSHOT_TAG, TRAINING_TAG, client, find_registered
 
     config = Config(lake_path=str(tmp_path))
-    client = MlflowClient(tracking_uri=config.tracking_uri(), registry_uri=config.tracking_uri())
-    client.create_registered_model(config.model_name)
-    client.create_model_version(config.model_name, source="file:///tmp/m", tags={
-        SNAPSHOT_TAG: "d1", TRAINING_TAG: training_digest(config.train)})
-    found = find_registered(config, "d1")
-    assert found is not None and found.version == "1"
-    assert find_registered(config, "d2") is None  # new data
-    other = config.model_copy(update={"train": TrainConfig(cpu_max_steps=120)})
-    assert find_registered(other, "d1") is None  # same data, another budget
+    registry = client(config.registry)
+    registry.create_registered_model(config.model_name)
+    registry.create_model_version(config.model_name, source="file:///tmp/m", tags={
+        SNAPSHOT_TAG: "d1", TRAINING_TAG: config.train.digest()})
+    found = find_registered(config.registry, "d1", config.train.digest())
+    assert found is not None and found.version == "1" and not found.decided
+    assert find_registered(config.registry, "d2", config.train.digest()) is None  # new data
+    other = TrainConfig(cpu_max_steps=120)  # same data, another budget
+    assert other.digest() != config.train.digest()
+    assert find_registered(config.registry, "d1", other.digest()) is None

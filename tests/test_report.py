@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from finegate.config import Config, TrainConfig
-from finegate.lake import Lake, write_json
-from tasks.evaluate import evaluate_model
-from tasks.finetune import train_classifier
-from tasks.quality import build_scorecard
-from tasks.report import render_report
-from tasks.validate import validate_snapshot
-from tests.conftest import LABELS
-from tests.test_snapshot import curate
+from finegate.core.config import Config, TrainConfig
+from finegate.core.lake import Lake, write_json
+from finegate.core.results import ReportInputs
+from finegate.tasks.evaluate import evaluate_model
+from finegate.tasks.finetune import train
+from finegate.tasks.quality import build_scorecard
+from finegate.tasks.report import render_report
+from tests.factories import LABELS, curate, gate_on
 
 SCRIPT = "<script>document.title='pwned'</script>"
 
@@ -35,16 +34,18 @@ def report_page(dirty_landing: Path, tiny_model_dir: Path, tmp_path: Path) -> Pa
     config = Config(lake_path=str(tmp_path / "lake"), labels=LABELS, train=TrainConfig(
         model_path=str(tiny_model_dir), device="cpu", cpu_max_steps=2, cpu_max_length=16))
     run_dir = tmp_path / "run"
-    gate = validate_snapshot(snapshot.data_path, card, config, run_dir)
-    model = train_classifier(snapshot.data_path, LABELS, config.train, tmp_path / "model")
-    evaluation = evaluate_model(model.model_dir, snapshot.data_path, config, run_dir)
-    return render_report({
-        "run_name": "test-run", "run_dir": str(run_dir), "scorecard_path": str(scorecard),
-        "gate_path": gate.gate_path, "data_path": snapshot.data_path,
-        "duplicates_path": snapshot.duplicates_path, "decisions_path": review.decisions_path,
-        "quarantine_dir": str(lake.root / "quarantine"),
-        "evaluation_path": evaluation.report_path, "mlflow": "sqlite:///x models:/m/1",
-    }, run_dir / "report.html")
+    gate = gate_on(snapshot.data_path, card, config, run_dir)
+    model = train(snapshot.data_path, LABELS, config.train, tmp_path / "model")
+    evaluation = evaluate_model(model.model_dir, snapshot.data_path, run_dir,
+                                label_set=config.label_set, train=config.train,
+                                evaluation=config.evaluation)
+    return render_report(ReportInputs(
+        run_name="test-run", run_dir=str(run_dir), scorecard_path=str(scorecard),
+        gate_path=gate.gate_path, data_path=snapshot.data_path,
+        duplicates_path=snapshot.duplicates_path, decisions_path=review.decisions_path,
+        quarantine_dir=str(lake.quarantine_root),
+        evaluation_path=evaluation.report_path, mlflow="sqlite:///x models:/m/1",
+    ), run_dir / "report.html")
 
 
 def test_report_has_every_section_and_escapes_user_text(report_page: Path) -> None:

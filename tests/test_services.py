@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from finegate.lake import Lake
-from tasks.clean import clean_drop
-from tasks.ingest import ingest_drop
-from tests.conftest import LABELS
+from finegate.core.lake import Lake
+from finegate.tasks.clean import clean_drop
+from finegate.tasks.ingest import ingest_drop
+from tests.factories import LABEL_SET, LABELS
 
 BIN = Path(sys.executable).parent
 
@@ -86,7 +86,7 @@ def test_ingest_and_clean_run_on_the_configured_scheduler(dask_scheduler: str,
     lake = Lake.at(tmp_path / "lake")
     with Client(dask_scheduler) as client, get_task_stream(client) as stream:
         ingested = ingest_drop(dirty_landing, "day2", lake)
-        cleaned = clean_drop("day2", lake, LABELS, {})
+        cleaned = clean_drop("day2", lake, LABEL_SET)
         workers = set(client.scheduler_info()["workers"])
     assert ingested.rows_read == 97 and cleaned.rows_silver == 91
     assert pq.read_table(cleaned.silver_path).num_rows == 91
@@ -158,7 +158,8 @@ def test_flow_on_real_prefect_mlflow_and_dask(prefect_server: str, mlflow_server
         "id": {"any_": [flow_run["id"]]}}}).json()
     names = {t["name"] for t in task_runs}
     assert {"ingest-day1", "ingest-day2", "clean-day1", "clean-day2"} <= names
-    for stage in ("dedup", "labels", "validate", "finetune", "register", "accounting"):
+    for stage in ("deduplicate", "review-labels", "run-gate", "finetune", "register",
+                  "recount"):
         assert any(name.startswith(f"{stage}-") for name in names), stage
     assert all(t["state"]["type"] == "COMPLETED" for t in task_runs)
     artifacts = {a["key"] for a in httpx.post(f"{prefect_server}/artifacts/filter",

@@ -2,25 +2,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from finegate.config import DedupConfig, LabelsConfig, SplitConfig
-from finegate.lake import Lake
-from tasks.clean import clean_drop
-from tasks.dedup import dedup_drops
-from tasks.ingest import ingest_drop
-from tasks.labels import review_labels
-from tasks.snapshot import build_curated_snapshot
-from tests.conftest import LABELS
-
-
-def curate(landing: Path, lake: Lake, noise: bool = False):
-    """Ingest, clean, dedup and review the dirty landing zone into a snapshot."""
-    drops = ["day1", "day2"]
-    for drop in drops:
-        ingest_drop(landing, drop, lake)
-        clean_drop(drop, lake, LABELS, {})
-    dedup = dedup_drops(lake, drops, DedupConfig())
-    review = review_labels(lake, drops, dedup, LABELS, LabelsConfig(noise_detection=noise))
-    return build_curated_snapshot(lake, drops, dedup, review, SplitConfig()), dedup, review
+from finegate.core.lake import Lake
+from tests.factories import curate
 
 
 def test_snapshot_drops_logged_duplicates(dirty_landing: Path, tmp_path: Path) -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from finegate.config import Config
-from finegate.lake import Lake, write_json
-from tasks.quality import build_scorecard, record_history
-from tasks.validate import QualityGateFailed, load_suite_json, validate_rows, validate_snapshot
-from tests.conftest import LABELS, topic_rows, topic_text
-from tests.test_snapshot import curate
+from finegate.core.config import Config
+from finegate.core.history import record_history
+from finegate.core.lake import Lake, write_json
+from finegate.tasks.quality import build_scorecard
+from finegate.tasks.validate import QualityGateFailed, load_suite_json, validate_rows
+from tests.factories import LABELS, curate, gate_on, topic_rows, topic_text
 
 CLEAN_CARD = {"snapshot": "0" * 64, "rows": 60, "duplicate_ids": 0, "class_balance": 1.0,
               "max_class_share": 0.5, "labels_present": 2, "min_class_rows": 30,
@@ -45,7 +45,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 
 def test_clean_snapshot_passes_with_data_docs(tmp_path: Path, config: Config) -> None:
-    result = validate_snapshot(snapshot_dir(tmp_path), CLEAN_CARD, config, tmp_path, "run-1")
+    result = gate_on(snapshot_dir(tmp_path), CLEAN_CARD, config, tmp_path, "run-1")
     assert result.passed and not result.failures and not result.skipped
     assert Path(result.data_docs).is_file()
     assert (tmp_path / "data_docs" / "validations").is_dir()
@@ -88,7 +88,7 @@ def test_mostly_is_judged_on_the_combined_share(tmp_path: Path, config: Config) 
 def test_bad_data_fails_on_the_named_expectation(tmp_path: Path, config: Config, changes: dict,
                                                  card: dict, named: str) -> None:
     with pytest.raises(QualityGateFailed) as failure:
-        validate_snapshot(snapshot_dir(tmp_path, **changes), {**CLEAN_CARD, **card}, config,
+        gate_on(snapshot_dir(tmp_path, **changes), {**CLEAN_CARD, **card}, config,
                           tmp_path)
     message = str(failure.value)
     assert message.startswith("The quality gate stopped the run before training")
@@ -99,14 +99,14 @@ def test_bad_data_fails_on_the_named_expectation(tmp_path: Path, config: Config,
 
 def test_warnings_do_not_stop_the_flow(tmp_path: Path, config: Config) -> None:
     card = {**CLEAN_CARD, "duplicate_ratio": 0.3, "rows": 10, "noise_ratio": 0.15}
-    result = validate_snapshot(snapshot_dir(tmp_path), card, config, tmp_path)
+    result = gate_on(snapshot_dir(tmp_path), card, config, tmp_path)
     assert result.passed
     assert len(result.warnings) == 3
 
 
 def test_first_snapshot_skips_drift_against_previous(tmp_path: Path, config: Config) -> None:
     card = {**CLEAN_CARD, "drift": {"new_drop_label_linf": 0.0, "previous_rows": None}}
-    result = validate_snapshot(snapshot_dir(tmp_path), card, config, tmp_path)
+    result = gate_on(snapshot_dir(tmp_path), card, config, tmp_path)
     assert result.passed
     assert len(result.skipped) == 4 and all("skipped" in s for s in result.skipped)
 
@@ -125,7 +125,7 @@ def test_a_suite_the_gate_would_misread_is_refused(tmp_path: Path, config: Confi
                                                    expectation: dict, message: str) -> None:
     import shutil
 
-    from tasks.validate import SuiteError
+    from finegate.tasks.validate import SuiteError
 
     folder = tmp_path / "expectations"
     shutil.copytree(config.expectations_path, folder)
@@ -134,13 +134,13 @@ def test_a_suite_the_gate_would_misread_is_refused(tmp_path: Path, config: Confi
     edited["expectations"].append(expectation)
     path.write_text(json.dumps(edited))
     with pytest.raises(SuiteError, match=message):
-        validate_snapshot(snapshot_dir(tmp_path), CLEAN_CARD,
+        gate_on(snapshot_dir(tmp_path), CLEAN_CARD,
                           config.model_copy(update={"expectations_path": str(folder)}), tmp_path)
 
 
 def test_agreement_is_skipped_without_annotators(tmp_path: Path, config: Config) -> None:
     card = {**CLEAN_CARD, "annotation_consistency": None}
-    result = validate_snapshot(snapshot_dir(tmp_path), card, config, tmp_path)
+    result = gate_on(snapshot_dir(tmp_path), card, config, tmp_path)
     assert result.passed
     assert [s for s in result.skipped if "annotation_consistency" in s]
 
@@ -152,7 +152,7 @@ def test_bad_data_fails_the_gate_from_the_rows_up(dirty_landing: Path, tmp_path:
     lake = Lake.at(config.lake_path)
     snapshot, dedup, review = curate(dirty_landing, lake)
     first = build_scorecard(129, snapshot, lake, LABELS, dedup, review)
-    validate_snapshot(snapshot.data_path, first, config, tmp_path / "night1")  # passes
+    gate_on(snapshot.data_path, first, config, tmp_path / "night1")  # passes
     record_history(lake, first["snapshot"],
                    write_json(Path(snapshot.path) / "scorecard.json", first))
     rng = random.Random(5)
@@ -161,7 +161,7 @@ def test_bad_data_fails_the_gate_from_the_rows_up(dirty_landing: Path, tmp_path:
     snapshot, dedup, review = curate(dirty_landing, lake)
     skewed = build_scorecard(189, snapshot, lake, LABELS, dedup, review)
     with pytest.raises(QualityGateFailed, match="column=label_linf"):
-        validate_snapshot(snapshot.data_path, skewed, config, tmp_path / "night2")
+        gate_on(snapshot.data_path, skewed, config, tmp_path / "night2")
 
     flood = tmp_path / "flood"
     rows = "".join(json.dumps(r) + "\n" for r in topic_rows(30, seed=8, prefix="f"))
@@ -173,5 +173,5 @@ def test_bad_data_fails_the_gate_from_the_rows_up(dirty_landing: Path, tmp_path:
     card = build_scorecard(90, snapshot, lake, LABELS, dedup, review)
     assert card["duplicate_ratio"] == pytest.approx(60 / 90)
     with pytest.raises(QualityGateFailed, match="duplicate flood"):
-        validate_snapshot(snapshot.data_path, card, config.model_copy(
+        gate_on(snapshot.data_path, card, config.model_copy(
             update={"lake_path": str(lake.root)}), tmp_path / "flood-run")

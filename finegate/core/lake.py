@@ -14,13 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# (source, position) names the row of a landing file a record came from: unique per row read.
-BRONZE_COLUMNS = [
-    "id", "text", "label", "annotator_labels", "annotator_ids", "source", "position", "drop",
-    "flags",
-]
-QUARANTINE_COLUMNS = ["id", "drop", "source", "position", "stage", "reason", "raw"]
-
 
 @dataclass(frozen=True)
 class Lake:
@@ -51,6 +44,10 @@ class Lake:
         """Cleaned rows of one drop."""
         return self.root / "silver" / drop
 
+    def silver_files(self, drops: list[str]) -> list[str]:
+        """Every silver Parquet file of the given drops, in drop then name order."""
+        return [str(f) for drop in drops for f in sorted(self.silver(drop).glob("*.parquet"))]
+
     def quarantine(self, drop: str, stage: str) -> Path:
         """Rows of one drop that a stage rejected, each with its reason and raw content."""
         return self.root / "quarantine" / drop / stage
@@ -64,6 +61,45 @@ class Lake:
         """The folder of one curated snapshot."""
         return self.snapshots / digest
 
+    @property
+    def quarantine_root(self) -> Path:
+        """All quarantined rows: ``quarantine/<drop>/<stage>/``."""
+        return self.root / "quarantine"
+
+    @property
+    def dedup(self) -> Path:
+        """The dedup log (``duplicates/``) and conflicting clusters (``conflicts/``)."""
+        return self.root / "dedup"
+
+    @property
+    def dedup_index(self) -> Path:
+        """Persistent dedup state: per-drop hashes and signatures, LSH band buckets."""
+        return self.root / "dedup_index"
+
+    @property
+    def labels(self) -> Path:
+        """The label review's decisions of the last run."""
+        return self.root / "labels"
+
+    @property
+    def history(self) -> Path:
+        """The snapshots the gate accepted, oldest first (JSON)."""
+        return self.root / "curated" / "history.json"
+
+    @property
+    def ledger(self) -> Path:
+        """Drops ingested, with their file scans and rows read (JSON)."""
+        return self.root / "ledger.json"
+
+    @property
+    def gx(self) -> Path:
+        """The Great Expectations file context (results behind the Data Docs)."""
+        return self.root / "gx"
+
+    def model(self, snapshot_digest: str, training_digest: str) -> Path:
+        """The model trained on a snapshot with one set of training settings."""
+        return self.root / "models" / f"{snapshot_digest[:16]}-{training_digest}"
+
     def run(self, run_name: str) -> Path:
         """Per-run outputs: model, evaluation, gate result, Data Docs."""
         return self.root / "runs" / run_name
@@ -73,6 +109,24 @@ class Lake:
         path = self.root / "_staging" / uuid.uuid4().hex
         path.mkdir(parents=True)
         return path
+
+    @contextmanager
+    def staged(self, *targets: Path) -> Iterator[tuple[Path, ...]]:
+        """Write-then-rename: one fresh folder per target; on success each replaces its
+        target whole, so readers never see a half-written stage output. On error the staging
+        folder is removed and the targets are untouched."""
+        staging = self.staging()
+        folders = tuple(staging / str(n) for n in range(len(targets)))
+        for folder in folders:
+            folder.mkdir()
+        try:
+            yield folders
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        for folder, target in zip(folders, targets, strict=True):
+            replace_dir(folder, target)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class LakeBusy(RuntimeError):

@@ -6,9 +6,11 @@ Environment variables override the YAML: ``FINEGATE_LAKE_PATH=/data/lake`` sets 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 ENV_PREFIX = "FINEGATE_"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Strict(BaseModel):
@@ -62,6 +64,10 @@ class TrainConfig(Strict):
         """The configured model folder, or the bundled demo model."""
         return self.model_path or demo_model_path()
 
+    def digest(self) -> str:
+        """A short digest of the training settings: another model or budget is another model."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:8]
+
 
 class SplitConfig(Strict):
     """Shares of the stable hash split; they must add up to 1."""
@@ -98,6 +104,14 @@ class LabelsConfig(Strict):
     relabel_confidence: float = Field(default=0.8, gt=0, le=1,
                                       description="relabel only when the model is this sure")
     folds: int = Field(default=5, ge=2)
+    # A night fits the noise model on the new rows plus a stratified sample of at most this many
+    # earlier rows (BENCHMARKS.md: within 0.02 precision/recall of a full re-review)
+    sample_rows: int = Field(default=20_000, ge=0, description="earlier rows a night samples")
+    full_review_every: int = Field(default=0, ge=0, description="re-review the whole history "
+                                   "every N nights with new rows; 0 = never on schedule")
+    drift_threshold: float = Field(default=0.1, gt=0, le=1, description="re-review the whole "
+                                   "history when a label's share among the new rows differs "
+                                   "from its share in the history by more than this")
 
 
 class EvaluationConfig(Strict):
@@ -131,6 +145,25 @@ class DaskConfig(Strict):
     txt_files_per_partition: int = 128
 
 
+@dataclass(frozen=True)
+class LabelSet:
+    """The configured labels and the variants that map onto them (what clean and evaluate use)."""
+
+    labels: tuple[str, ...]
+    aliases: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """Where models are tracked and registered (MLflow); the URI may carry credentials."""
+
+    tracking_uri: SecretStr  # secret: Prefect stores task parameters, and it may hold credentials
+    public_uri: str  # the same URI with credentials masked, for logs and reports
+    experiment: str
+    model_name: str
+    artifact_location: str | None  # None: the tracking server decides
+
+
 class Config(Strict):
     """Everything a nightly run needs, built once and passed to every task."""
 
@@ -162,6 +195,21 @@ class Config(Strict):
         if len(labels) < 2 or len(set(labels)) != len(labels):
             raise ValueError(f"labels must be at least two distinct names, got {labels}")
         return labels
+
+    @property
+    def label_set(self) -> LabelSet:
+        """The label set with its aliases."""
+        return LabelSet(tuple(self.labels), dict(self.label_aliases))
+
+    @property
+    def registry(self) -> RegistrySettings:
+        """The MLflow settings; with the default SQLite store, artifacts live in the lake."""
+        default = not self.mlflow_tracking_uri.get_secret_value()
+        return RegistrySettings(
+            tracking_uri=SecretStr(self.tracking_uri()), public_uri=self.public_tracking_uri(),
+            experiment=self.mlflow_experiment, model_name=self.model_name,
+            artifact_location=(Path(self.lake_path).resolve() / "mlartifacts").as_uri()
+            if default else None)
 
     def tracking_uri(self) -> str:
         """MLflow tracking URI (with any credentials); by default SQLite inside the lake."""

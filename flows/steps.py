@@ -1,0 +1,253 @@
+"""The nightly flow's Prefect tasks: each calls one stage and publishes what a person reads.
+
+A task takes exactly its inputs (the lake, paths, small results, its settings section) and
+returns the stage's typed result; retries sit on the decorator. Stages that run partitions
+in parallel do so on the flow's Dask client (``on_dask``).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from finegate.core.config import (
+    DaskConfig,
+    DedupConfig,
+    EvaluationConfig,
+    LabelsConfig,
+    LabelSet,
+    PromotionConfig,
+    RegistrySettings,
+    SplitConfig,
+    TrainConfig,
+)
+from finegate.core.history import record_history
+from finegate.core.lake import Lake, read_json
+from finegate.core.results import (
+    Accounting,
+    CleanResult,
+    DedupResult,
+    EvaluationResult,
+    FinetuneResult,
+    GateResult,
+    IngestResult,
+    LabelsResult,
+    PromotionDecision,
+    QualityResult,
+    RegisterResult,
+    ReportInputs,
+    SnapshotResult,
+)
+from finegate.tasks import (
+    clean,
+    dedup,
+    evaluate,
+    finetune,
+    ingest,
+    labels,
+    ledger,
+    promote,
+    quality,
+    register,
+    report,
+    snapshot,
+    validate,
+)
+
+
+@contextmanager
+def on_dask() -> Iterator[None]:
+    """Run the stage's ``dask.compute`` calls on the flow's cluster from inside a task."""
+    from prefect_dask import get_dask_client
+
+    with get_dask_client():
+        yield
+
+
+@task(name="plan-drops")
+def plan_drops(landing: str, lake: Lake) -> ledger.DropPlan:
+    """Tonight's new or changed drops."""
+    return ledger.plan_drops(Path(landing), lake)
+
+
+@task(name="ingest", task_run_name="ingest-{drop}", retries=1)
+def ingest_drop(lake: Lake, landing: str, drop: str, settings: DaskConfig) -> IngestResult:
+    """Parse one drop into bronze rows and quarantine."""
+    with on_dask():
+        return ingest.ingest_drop(Path(landing), drop, lake,
+                                  txt_files_per_partition=settings.txt_files_per_partition)
+
+
+@task(name="clean", task_run_name="clean-{drop}", retries=1)
+def clean_drop(lake: Lake, drop: str, label_set: LabelSet) -> CleanResult:
+    """Normalise one ingested drop into silver rows and quarantine."""
+    with on_dask():
+        return clean.clean_drop(drop, lake, label_set)
+
+
+@task(name="record-drop", task_run_name="record-{drop}")
+def record_drop(lake: Lake, drop: str, scan: dict[str, Any], rows_read: int) -> None:
+    """Write an ingested and cleaned drop into the ledger."""
+    ledger.record_drop(lake, drop, scan, rows_read)
+
+
+@task(name="deduplicate")
+def deduplicate(lake: Lake, drops: list[str], settings: DedupConfig) -> DedupResult:
+    """Exact and near duplicates over the history."""
+    with on_dask():
+        return dedup.dedup_drops(lake, drops, settings)
+
+
+@task(name="review-labels")
+def review_labels(lake: Lake, drops: list[str], duplicates: DedupResult, label_names: list[str],
+                  settings: LabelsConfig) -> LabelsResult:
+    """Annotator agreement and label-noise decisions for the rows that survive dedup."""
+    return labels.review_labels(lake, drops, duplicates, label_names, settings)
+
+
+@task(name="build-snapshot")
+def build_snapshot(lake: Lake, drops: list[str], duplicates: DedupResult,
+                   reviewed: LabelsResult, shares: SplitConfig) -> SnapshotResult:
+    """The curated snapshot, with every row's stable split."""
+    with on_dask():
+        return snapshot.build_curated_snapshot(lake, drops, duplicates, reviewed, shares)
+
+
+@task(name="score-snapshot")
+def score_snapshot(lake: Lake, rows_read: int, curated: SnapshotResult, duplicates: DedupResult,
+                   reviewed: LabelsResult, label_names: list[str]) -> QualityResult:
+    """The scorecard (also as a table artifact); fails if the accounting does not hold."""
+    scored = quality.write_scorecard(rows_read, curated, lake, label_names, duplicates, reviewed)
+    create_table_artifact(key="finegate-scorecard",
+                          table=quality.scorecard_table(read_json(Path(scored.scorecard_path))),
+                          description=f"Quality scorecard of snapshot {curated.digest[:16]}")
+    return scored
+
+
+@task(name="run-gate")
+def run_gate(lake: Lake, curated: SnapshotResult, scored: QualityResult, expectations_path: str,
+             label_names: list[str], run: ReportInputs) -> GateResult:
+    """The quality gate; a critical failure stops the flow before training, after writing the
+    night's report (a stopped night is the one whose report matters most)."""
+    try:
+        with on_dask():
+            result = validate.run_gate(curated.data_path, scored.scorecard_path,
+                                       Path(run.run_dir), expectations_path=expectations_path,
+                                       labels=label_names, gx_root=lake.gx,
+                                       run_name=run.run_name)
+    except validate.QualityGateFailed as failure:
+        write_report.fn(run)
+        # found values are user data: escaped, so a label like <script> stays text
+        create_markdown_artifact(key="finegate-gate", markdown=f"# Quality gate: FAILED\n\n"
+                                 f"{html.escape(str(failure))}", description="Why the run stopped")
+        raise
+    record_history(lake, curated.digest, Path(scored.scorecard_path))
+    lines = [f"- warning: {html.escape(w)}" for w in result.warnings] or ["- no warnings"]
+    create_markdown_artifact(
+        key="finegate-gate", description="Quality gate result",
+        markdown="\n".join(["# Quality gate: passed", *lines,
+                            f"\nData Docs: [{result.data_docs}](file://{result.data_docs})"]))
+    return result
+
+
+@task(name="find-trained-model", retries=2, retry_delay_seconds=2)
+def find_trained_model(registry: RegistrySettings, snapshot_digest: str,
+                       training_digest: str) -> RegisterResult | None:
+    """An unchanged snapshot needs no retraining: the version already trained on it, if any."""
+    from finegate.core.registry import find_registered
+
+    return find_registered(registry, snapshot_digest, training_digest)
+
+
+def training_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """Cache key of a training: lake, snapshot digest and training settings, once the model
+    exists. A retried or re-run flow reuses the model instead of training again; without a saved
+    model there is no key (never cached), so a deleted model trains anew, resuming from a
+    checkpoint if one is left."""
+    lake, curated, settings = parameters["lake"], parameters["curated"], parameters["settings"]
+    folder = lake.model(curated.digest, settings.digest())
+    if not (folder / "config.json").is_file():
+        return None
+    return f"finetune-{lake.id}-{folder.name}"
+
+
+@task(name="finetune", cache_key_fn=training_cache_key, persist_result=True, retries=1)
+def train_model(lake: Lake, curated: SnapshotResult, label_names: list[str],
+                settings: TrainConfig) -> FinetuneResult:
+    """Fine-tune on the gated snapshot's train split (resumes from its checkpoint on retry)."""
+    progress = create_progress_artifact(0.0, key="finegate-training",
+                                        description="Fine-tuning progress (% of steps)")
+
+    def show(step: int, total: int, loss: float) -> None:
+        update_progress_artifact(progress, 100 * step / total,
+                                 description=f"step {step}/{total}, loss {loss:.3f}")
+
+    return finetune.train(curated.data_path, label_names, settings,
+                          lake.model(curated.digest, settings.digest()), on_progress=show)
+
+
+@task(name="evaluate")
+def evaluate_model(model_dir: str, data_path: str, run_dir: str, label_set: LabelSet,
+                   train: TrainConfig, settings: EvaluationConfig) -> EvaluationResult:
+    """Test-split and golden-set metrics, also as a table artifact."""
+    result = evaluate.evaluate_model(model_dir, data_path, Path(run_dir), label_set=label_set,
+                                     train=train, evaluation=settings)
+    create_table_artifact(key="finegate-evaluation",
+                          table=evaluate.per_class_rows(result.report_path),
+                          description=evaluate.headline(result))
+    return result
+
+
+@task(name="register", retries=2, retry_delay_seconds=2)
+def register_model(registry: RegistrySettings, curated: SnapshotResult, scored: QualityResult,
+                   gate: GateResult, trained: FinetuneResult, evaluation: EvaluationResult,
+                   train: TrainConfig, lineage: register.RunLineage) -> RegisterResult:
+    """An MLflow run and a registered model version with its lineage."""
+    return register.register_model(registry, curated, scored.scorecard_path, gate.gate_path,
+                                   trained, evaluation, train=train, lineage=lineage)
+
+
+@task(name="promote", retries=1, retry_delay_seconds=2)
+def promote_model(registry: RegistrySettings, version: str, report_path: str,
+                  rules: PromotionConfig, label_set: LabelSet, train: TrainConfig,
+                  golden_path: str) -> PromotionDecision:
+    """Champion/challenger decision, shown as an artifact."""
+    decision = promote.promote_challenger(registry, version, report_path, rules=rules,
+                                          label_set=label_set, train=train,
+                                          golden_path=golden_path)
+    verdict = "promoted to champion" if decision.promote else "not promoted"
+    create_markdown_artifact(key="finegate-promotion",
+                             description=f"Model version {version}: {verdict}",
+                             markdown=promote.promotion_markdown(version, decision))
+    return decision
+
+
+@task(name="recount")
+def recount(lake: Lake, rows_read: int, curated: SnapshotResult) -> Accounting:
+    """Recount every row from disk at the end of the run; fail if any is lost."""
+    accounting = quality.account_rows(rows_read, curated, lake)
+    quality.check_accounting(accounting)
+    return accounting
+
+
+@task(name="write-report")
+def write_report(inputs: ReportInputs, evaluation_path: str | None = None,
+                 mlflow: str = "") -> str:
+    """The run's HTML report, linked from an artifact."""
+    path = report.write_report(replace(inputs, evaluation_path=evaluation_path, mlflow=mlflow))
+    create_link_artifact(key="finegate-report", link=path.as_uri(),
+                         description="HTML quality report of this run")
+    return str(path)
