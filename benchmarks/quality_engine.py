@@ -3,8 +3,8 @@
 Measures, in one run:
 1. near-duplicate precision/recall on perturbed copies of articles (word deletions and
    substitutions, a dropped sentence, case and whitespace changes), and label-case variants;
-2. near-dedup throughput per core: Finegate (signatures on a 2-worker Dask LocalCluster, then
-   LSH) vs ``datasketch`` used naively in one process (update per shingle, insert + query);
+2. (throughput moved to ``benchmarks/minhash_engines.py``: datasketch used well, rensa and
+   Finegate's NumPy MinHash on the same shingles, one core each);
 3. label-noise detection precision/recall at 10/20/40% symmetric noise, for two probability
    models (TF-IDF + logistic regression, MiniLM sentence embeddings + logistic regression);
 4. macro-F1 on a clean held-out set of a classifier trained after each policy
@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from finegate.core.config import DedupConfig, LabelsConfig
-from finegate.core.near_dedup import minhash_signatures, near_duplicates, shingles
+from finegate.core.minhash import MinhashConfig, signatures
+from finegate.core.near_dedup import near_duplicate_clusters
 from finegate.core.text import normalise_text, text_hash
 from finegate.demo import corpus_root
 from finegate.tasks.labels import choose_actions, label_issues
@@ -55,9 +56,25 @@ def load_bbc() -> pd.DataFrame:
     frame = frame.loc[~frame["text"].map(text_hash).duplicated()].reset_index(drop=True)
     # Remove the corpus's own near-duplicates (at a looser threshold) so that every near
     # duplicate in the benchmark set is one we planted.
-    signatures = minhash_signatures(frame["text"].tolist(), SHINGLE, PERMS)
-    own = near_duplicates(frame[["id"]], signatures, 0.4)
+    own = near_duplicates(frame, SHINGLE, 0.4)
     return frame.loc[~frame["id"].isin(own["id"])].reset_index(drop=True)
+
+
+def near_duplicates(data: pd.DataFrame, shingle_size: int, threshold: float) -> pd.DataFrame:
+    """Rows of ``data`` that near-duplicate an earlier row, with ``duplicate_of``."""
+    config = MinhashConfig(shingle_size=shingle_size, num_perm=PERMS, threshold=threshold)
+    roots = near_duplicate_clusters(signatures(data["text"].tolist(), config), config)
+    repeated = roots != np.arange(len(data))
+    ids = data["id"].to_numpy()
+    return pd.DataFrame({"id": ids[repeated], "duplicate_of": ids[roots[repeated]]})
+
+
+def shingles(text: str, size: int) -> set[str]:
+    """Word shingles, computed exactly (the ground truth's Jaccard, never estimated)."""
+    words = re.findall(r"\w+", text.casefold())
+    if len(words) <= size:
+        return {" ".join(words)}
+    return {" ".join(words[i:i + size]) for i in range(len(words) - size + 1)}
 
 
 def perturb(text: str, rng: random.Random) -> str:
@@ -86,8 +103,7 @@ def near_dup_quality(base: pd.DataFrame, copies: int, seed: int) -> dict:
     truth = {f"copy-{i}": i for i in originals["id"]}
     grid = []
     for shingle_size, threshold in GRID:
-        signatures = minhash_signatures(data["text"].tolist(), shingle_size, PERMS)
-        found = near_duplicates(data[["id"]], signatures, threshold)
+        found = near_duplicates(data, shingle_size, threshold)
         correct = sum(truth.get(r) == d for r, d in zip(found["id"], found["duplicate_of"],
                                                         strict=True))
         grid.append({"shingle_size": shingle_size, "threshold": threshold,
@@ -106,53 +122,6 @@ def near_dup_quality(base: pd.DataFrame, copies: int, seed: int) -> dict:
             "true_jaccard_of_copies": {"min": min(jaccards), "median": float(np.median(jaccards))},
             **default, "grid": grid,
             "label_case_variants_canonicalised": variants_mapped / copies}
-
-
-def naive_datasketch(texts: list[str]) -> float:
-    """Seconds for datasketch used naively: one MinHash.update per shingle, LSH insert+query."""
-    from datasketch import MinHash, MinHashLSH
-
-    started = time.perf_counter()
-    lsh = MinHashLSH(threshold=THRESHOLD, num_perm=PERMS)
-    for i, text in enumerate(texts):
-        minhash = MinHash(num_perm=PERMS)
-        for shingle in shingles(text, SHINGLE):
-            minhash.update(shingle)
-        lsh.query(minhash)
-        lsh.insert(str(i), minhash)
-    return time.perf_counter() - started
-
-
-def finegate_near_dedup(texts: list[str], workers: int) -> float:
-    """Seconds for Finegate's near dedup: signatures on a Dask LocalCluster, then LSH."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    chunks = [texts[i:i + 500] for i in range(0, len(texts), 500)]
-    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
-            Client(cluster):
-        dask.compute(dask.delayed(minhash_signatures)(chunks[0][:10], SHINGLE, PERMS))  # warm-up
-        started = time.perf_counter()
-        parts = dask.compute(*[dask.delayed(minhash_signatures)(c, SHINGLE, PERMS)
-                               for c in chunks])
-        signatures = np.concatenate(parts)
-        near_duplicates(pd.DataFrame({"id": [str(i) for i in range(len(texts))]}), signatures,
-                        THRESHOLD)
-        return time.perf_counter() - started
-
-
-def throughput(base: pd.DataFrame, repeat: int) -> dict:
-    texts = base["text"].tolist() * repeat
-    texts = [f"{i} {t}" for i, t in enumerate(texts)]  # distinct docs, same length profile
-    workers = min(2, os.cpu_count() or 1)
-    ours = finegate_near_dedup(texts, workers)
-    naive = naive_datasketch(texts)
-    ours_per_core = len(texts) / ours / workers
-    naive_per_core = len(texts) / naive
-    return {"docs": len(texts), "workers": workers, "finegate_seconds": ours,
-            "naive_seconds": naive, "finegate_docs_per_s_per_core": ours_per_core,
-            "naive_docs_per_s_per_core": naive_per_core,
-            "per_core_ratio": ours_per_core / naive_per_core}
 
 
 def stable_fraction(key: str) -> float:
@@ -252,16 +221,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results/quality_engine.json")
     parser.add_argument("--copies", type=int, default=300)
-    parser.add_argument("--repeat", type=int, default=4, help="corpus copies for throughput")
+    parser.add_argument("--near-only", action="store_true",
+                        help="only the near-duplicate part (keeps the other results in --out)")
     args = parser.parse_args()
     base = load_bbc()
     report = {"machine": f"{platform.processor() or platform.machine()}, "
                          f"{os.cpu_count()} cores, {platform.python_version()}",
               "near_duplicates": near_dup_quality(base, args.copies, seed=1)}
     print(json.dumps(report, indent=1), flush=True)
-    report["throughput"] = throughput(base, args.repeat)
-    print(json.dumps(report["throughput"], indent=1), flush=True)
-    report["label_noise"] = noise_and_policies(base, [0.1, 0.2, 0.4], seed=0)
+    if args.near_only and Path(args.out).is_file():
+        report = {**json.loads(Path(args.out).read_text()), **report}
+        report.pop("throughput", None)  # superseded by benchmarks/minhash_engines.py
+    else:
+        report["label_noise"] = noise_and_policies(base, [0.1, 0.2, 0.4], seed=0)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

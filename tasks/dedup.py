@@ -1,27 +1,46 @@
-"""Dedup: exact, then near-duplicates; keep one row per cluster and log every row dropped.
+"""Dedup: exact, then near-duplicates, incrementally: a night hashes only its new rows.
 
-Runs over the cleaned rows of all drops, in keep order (drop, id, source, position):
-1. rows with the same ``text_hash`` (normalised text) keep the first; the rest are logged;
-2. an ``id`` left with different texts keeps its newest version (the later drop name wins);
-3. near-duplicates (MinHash LSH, estimated Jaccard ≥ threshold) keep the first of each cluster.
-Clusters whose members carry different labels are **conflicts**, a label-noise signal: they are
-written to ``dedup/conflicts/`` and the kept row is flagged ``conflicting_duplicate``.
-MinHash signatures are computed per partition on the Dask cluster; only keys and signatures
-come back to the driver, the text stays in Parquet.
+Rules, in keep order (drop, id, source, position):
+1. rows with the same ``text_hash`` (normalised text): the first is kept, the rest are logged;
+2. an ``id`` that reappears with other text keeps its newest version (the later drop wins);
+3. near-duplicates (MinHash LSH candidates with estimated Jaccard ≥ threshold) are logged as
+   duplicates of their cluster's kept row.
+A row once kept stays kept when later drops arrive, except when a newer drop reuses its id.
+Clusters whose rows carry different labels are **conflicts** (a label-noise signal): written to
+``dedup/conflicts/`` and the kept row is flagged ``conflicting_duplicate`` in the snapshot.
+
+State lives in the lake, computed once per drop (``dedup_index/``): for every row its keys,
+content hash, MinHash signature and LSH band keys, and the kept row of its cluster. A night
+indexes only the drops it has not seen: their signatures are computed on the Dask workers, and
+each worker scans the stored hashes, ids and band keys of some earlier drops for the new rows'
+values (a broadcast join: the night's keys are small; the history's are read column by column,
+never gathered), returning only the matching rows. The new rows are then decided against those
+and among themselves, in one process whose memory grows with the drop, not the history.
+A drop that sorts before an indexed one, a re-ingested drop or changed settings rebuild the
+index, drop by drop with the same code.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from finegate.core.config import DedupConfig
-from finegate.core.lake import Lake
-from finegate.core.near_dedup import minhash_signatures, near_duplicates
+from finegate.core.lake import Lake, read_json, write_json
+from finegate.core.minhash import MinhashConfig, band_keys, signatures
+from finegate.core.near_dedup import UnionFind, candidate_pairs, verified_pairs
 from finegate.core.results import DedupResult
 from finegate.core.schemas import (
-    CONFLICT_COLUMNS,
     CONFLICTS_SCHEMA,
     DUPLICATE_COLUMNS,
     DUPLICATES_SCHEMA,
@@ -30,95 +49,352 @@ from finegate.core.schemas import (
 
 KEY_COLUMNS = ["id", "drop", "source", "position", "label", "text_hash"]
 KEEP_ORDER = ["drop", "id", "source", "position"]
+ROOT_COLUMNS = ["root_id", "root_drop", "root_source", "root_position", "root_label"]
+INDEX_VERSION = 2  # stored with the index: another version rebuilds it
+INDEX_SCHEMA = pa.schema([(c, pa.int64() if c.endswith("position") else pa.string())
+                          for c in [*KEY_COLUMNS, *ROOT_COLUMNS]])
 
 
-def exact_duplicates(keys: pd.DataFrame) -> pd.DataFrame:
-    """Rows to drop from ``keys`` by content hash or reused id, with ``duplicate_of``/``reason``."""
-    if keys.empty:
-        return pd.DataFrame(columns=DUPLICATE_COLUMNS)
-    ordered = keys.sort_values(KEEP_ORDER, kind="stable")
-    repeated = ordered.duplicated("text_hash", keep="first")
-    first_id = ordered.drop_duplicates("text_hash").set_index("text_hash")["id"]
-    by_content = ordered.loc[repeated].assign(
-        duplicate_of=lambda d: d["text_hash"].map(first_id),
-        cluster=lambda d: "exact-" + d["text_hash"].str[:16],
-        reason="exact duplicate (same normalised text)",
-    )
-    distinct = ordered.loc[~repeated]
-    superseded = distinct.duplicated("id", keep="last")
-    newest_drop = distinct.drop_duplicates("id", keep="last").set_index("id")["drop"]
-    by_id = distinct.loc[superseded].assign(
-        duplicate_of=lambda d: d["id"],
-        cluster=lambda d: "id-" + d["id"],
-        reason=lambda d: [f"id reused with other text; the version in drop {newest_drop[i]} "
-                          "is kept" for i in d["id"]],
-    )
-    return pd.concat([by_content, by_id])[DUPLICATE_COLUMNS].reset_index(drop=True)
+@dataclass(frozen=True)
+class Rows:
+    """Rows being deduplicated: their keys (a frame in keep order) and MinHash signatures."""
+
+    keys: pd.DataFrame
+    signatures: np.ndarray
 
 
-def conflicting_clusters(keys: pd.DataFrame, duplicates: pd.DataFrame) -> pd.DataFrame:
-    """Kept rows whose content cluster (exact or near) holds more than one label."""
-    content = duplicates.loc[[not str(c).startswith("id-") for c in duplicates["cluster"]]]
-    if content.empty:
-        return pd.DataFrame(columns=CONFLICT_COLUMNS)
-    labels = content.groupby("duplicate_of")["label"].agg(set)
-    # the surviving row of each cluster (ids are unique among survivors; a dropped row may
-    # share its id, e.g. the same record delivered twice)
-    dropped = set(zip(duplicates["source"], duplicates["position"], strict=True))
-    survivors = keys.loc[[key not in dropped for key in
-                          zip(keys["source"], keys["position"], strict=True)]]
-    kept = survivors.loc[survivors["id"].isin(labels.index)]
-    kept = kept.assign(labels=[sorted(labels[i] | {lab}) for i, lab in
-                               zip(kept["id"], kept["label"], strict=True)])
-    kept = kept.loc[kept["labels"].str.len() > 1]
-    cluster = content.drop_duplicates("duplicate_of").set_index("duplicate_of")["cluster"]
-    return kept.assign(cluster=kept["id"].map(cluster))[CONFLICT_COLUMNS]
+def minhash_config(settings: DedupConfig) -> MinhashConfig:
+    """The MinHash settings of the dedup section."""
+    return MinhashConfig(shingle_size=settings.shingle_size, num_perm=settings.num_perm,
+                         threshold=settings.threshold)
 
 
-def _keys_and_signatures(silver_file: str, settings: DedupConfig,
-                         ) -> tuple[pd.DataFrame, np.ndarray | None]:
+# --- the index: which drops are in it, and whether it still matches the lake ---------------
+
+
+def silver_fingerprint(lake: Lake, drop: str) -> str:
+    """A digest of a drop's silver files (names, sizes, mtimes): changes when it is re-cleaned."""
+    files = sorted(lake.silver(drop).glob("*.parquet"))
+    listing = "\n".join(f"{f.name}\t{f.stat().st_size}\t{f.stat().st_mtime_ns}" for f in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def index_settings(settings: DedupConfig) -> dict[str, Any]:
+    """What the stored signatures and band keys depend on."""
+    return {**settings.model_dump(), "index_version": INDEX_VERSION}
+
+
+def drops_to_index(lake: Lake, drops: list[str], settings: DedupConfig) -> list[str]:
+    """The drops tonight must index; clears the index first when it must be rebuilt."""
+    state_path = lake.dedup_index / "state.json"
+    state = read_json(state_path) if state_path.is_file() else {"settings": None, "drops": {}}
+    indexed = state["drops"]
+    fresh = {d: silver_fingerprint(lake, d) for d in drops}
+    still_valid = (state["settings"] == index_settings(settings)
+                   and all(d in fresh and fresh[d] == fp for d, fp in indexed.items()))
+    new = [d for d in drops if d not in indexed]
+    if still_valid and (not indexed or not new or min(new) > max(indexed)):
+        clear_unindexed(lake, set(indexed))
+        return new
+    shutil.rmtree(lake.dedup_index, ignore_errors=True)
+    shutil.rmtree(lake.dedup, ignore_errors=True)
+    return list(drops)
+
+
+def clear_unindexed(lake: Lake, indexed: set[str]) -> None:
+    """Remove files a killed night wrote for drops it never recorded as indexed."""
+    for folder in (lake.dedup_index / "rows", lake.dedup / "duplicates",
+                   lake.dedup / "conflicts"):
+        for path in folder.glob("*.parquet"):
+            if path.stem not in indexed:
+                path.unlink()
+
+
+def record_indexed(lake: Lake, drop: str, settings: DedupConfig) -> None:
+    """Mark ``drop`` as indexed: its rows, log and conflicts are on disk."""
+    state_path = lake.dedup_index / "state.json"
+    state = read_json(state_path) if state_path.is_file() else {"drops": {}}
+    state["settings"] = index_settings(settings)
+    state["drops"][drop] = silver_fingerprint(lake, drop)
+    write_json(state_path, state)
+
+
+# --- work on the Dask workers -------------------------------------------------------------
+
+
+def hash_partition(silver_file: str, config: MinhashConfig) -> Rows:
+    """Keys and MinHash signatures of one silver partition."""
     frame = pq.read_table(silver_file, columns=[*KEY_COLUMNS, "text"]).to_pandas()
-    signatures = (minhash_signatures(frame["text"].tolist(), settings.shingle_size,
-                                     settings.num_perm) if settings.near else None)
-    return frame[KEY_COLUMNS].astype(object), signatures
+    return Rows(frame[KEY_COLUMNS].astype(object), signatures(frame["text"].tolist(), config))
 
 
-def find_duplicates(lake: Lake, drops: list[str], settings: DedupConfig,
-                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Keys of all rows, the duplicates to drop, and the conflicting clusters."""
+def match_indexed(index_file: str, hashes: pa.Array, ids: pa.Array, keys: pa.Array,
+                  num_perm: int) -> Rows:
+    """Rows of one indexed drop that share a content hash, an id or a band key with the new
+    rows; only their signatures are read in full."""
+    bands = [c for c in pq.read_schema(index_file).names if c.startswith("band_")]
+    table = pq.read_table(index_file, columns=["text_hash", "id", *bands])
+    hit = pc.or_(pc.is_in(table["text_hash"], value_set=hashes),
+                 pc.is_in(table["id"], value_set=ids))
+    for band in bands:
+        hit = pc.or_(hit, pc.is_in(table[band], value_set=keys))
+    rows = np.flatnonzero(hit.to_numpy())
+    if not len(rows):
+        return Rows(pd.DataFrame(columns=[*KEY_COLUMNS, *ROOT_COLUMNS]),
+                    np.empty((0, num_perm), np.uint32))
+    found = pq.read_table(index_file, columns=[*KEY_COLUMNS, *ROOT_COLUMNS, "signature"]).take(rows)
+    matrix = found["signature"].combine_chunks().flatten().to_numpy().reshape(len(rows), -1)
+    return Rows(found.drop_columns(["signature"]).to_pandas().astype(object), matrix)
+
+
+def gather(parts: list[Rows], num_perm: int, columns: list[str] = KEY_COLUMNS) -> Rows:
+    """One :class:`Rows` from several, sorted in keep order."""
+    keys = pd.concat([p.keys for p in parts if len(p.keys)], ignore_index=True) \
+        if any(len(p.keys) for p in parts) else pd.DataFrame(columns=columns)
+    matrix = np.concatenate([p.signatures for p in parts]) if parts else \
+        np.empty((0, num_perm), np.uint32)
+    order = keys.sort_values(KEEP_ORDER, kind="stable").index.to_numpy()
+    return Rows(keys.loc[order].reset_index(drop=True), matrix[order])
+
+
+def hash_drop(lake: Lake, drop: str, config: MinhashConfig) -> Rows:
+    """The new drop's keys and signatures, computed per partition on the cluster."""
     import dask
 
-    parts = dask.compute(*[dask.delayed(_keys_and_signatures)(f, settings)
-                           for f in lake.silver_files(drops)])
-    if not parts:
-        empty = pd.DataFrame(columns=KEY_COLUMNS)
-        return empty, pd.DataFrame(columns=DUPLICATE_COLUMNS), pd.DataFrame(
-            columns=CONFLICT_COLUMNS)
-    keys = pd.concat([k for k, _ in parts], ignore_index=True)
-    exact = exact_duplicates(keys)
-    found = [exact]
-    if settings.near:
-        signatures = np.concatenate([s for _, s in parts])
-        dropped = set(zip(exact["source"], exact["position"], strict=True))
-        remaining = [key not in dropped for key in
-                     zip(keys["source"], keys["position"], strict=True)]
-        order = keys.loc[remaining].sort_values(KEEP_ORDER, kind="stable").index.to_numpy()
-        near = near_duplicates(keys.loc[order].reset_index(drop=True), signatures[order],
-                               settings.threshold)
-        found.append(near.assign(
-            reason=f"near duplicate (estimated Jaccard >= {settings.threshold})"))
-    duplicates = pd.concat(found)[DUPLICATE_COLUMNS].reset_index(drop=True)
-    return keys, duplicates, conflicting_clusters(keys, duplicates)
+    parts = dask.compute(*[dask.delayed(hash_partition)(f, config)
+                           for f in lake.silver_files([drop])])
+    return gather(list(parts), config.num_perm)
+
+
+def indexed_matches(lake: Lake, indexed: list[str], new: Rows, config: MinhashConfig) -> Rows:
+    """Indexed rows of earlier drops that may duplicate a new row (scanned on the cluster)."""
+    import dask
+
+    if not len(new.keys) or not indexed:
+        return gather([], config.num_perm, [*KEY_COLUMNS, *ROOT_COLUMNS])
+    hashes = pa.array(new.keys["text_hash"].unique())
+    ids = pa.array(new.keys["id"].astype(str).unique())
+    keys = pa.array(np.unique(band_keys(new.signatures, config)))
+    files = [str(lake.dedup_index / "rows" / f"{d}.parquet") for d in indexed]
+    parts = dask.compute(*[dask.delayed(match_indexed)(f, hashes, ids, keys, config.num_perm)
+                           for f in files])
+    return gather(list(parts), config.num_perm, [*KEY_COLUMNS, *ROOT_COLUMNS])
+
+
+# --- deciding the new rows (one process; memory grows with the drop) ----------------------
+
+
+def root_records(old: Rows) -> pd.DataFrame:
+    """The distinct kept rows of the old rows' clusters, in keep order."""
+    roots = old.keys[ROOT_COLUMNS].drop_duplicates(["root_source", "root_position"])
+    roots = roots.rename(columns={c: c.removeprefix("root_") for c in ROOT_COLUMNS})
+    return roots.sort_values(KEEP_ORDER, kind="stable").reset_index(drop=True)
+
+
+def decide(new: Rows, old: Rows, config: MinhashConfig, logged: set[tuple[str, int]],
+           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The duplicates found tonight (new rows, and old rows a newer version replaces), and
+    the kept row of every new row's cluster (``ROOT_COLUMNS``)."""
+    roots = root_records(old)
+    n_roots = len(roots)
+    node_of_root = {key: n for n, key in enumerate(zip(roots["source"], roots["position"],
+                                                       strict=True))}
+    old_node = np.array([node_of_root[k] for k in zip(old.keys["root_source"],
+                                                      old.keys["root_position"], strict=True)],
+                        dtype=np.int64)
+    clusters = UnionFind(n_roots + len(new.keys))
+    exact = link_exact(new, old, old_node, n_roots, clusters)
+    superseded_new, superseded_old = superseded_ids(new, old, exact, logged)
+    link_near(new, old, old_node, n_roots, clusters, config,
+              skip=exact | superseded_new)
+    nodes = pd.concat([roots, new.keys[KEY_COLUMNS[:-1]]], ignore_index=True)
+    found, root_of_new = [], []
+    for i, row in enumerate(new.keys.itertuples(index=False)):
+        root = nodes.iloc[clusters.find(n_roots + i)]
+        root_of_new.append([root["id"], root["drop"], root["source"], root["position"],
+                            root["label"]])
+        if superseded_new[i]:
+            found.append(id_duplicate(row._asdict(), new.keys))
+        elif clusters.find(n_roots + i) != n_roots + i:
+            found.append(content_duplicate(row._asdict(), root, exact[i], config.threshold))
+    found += [id_duplicate(r, new.keys) for r in superseded_old]
+    duplicates = pd.DataFrame(found, columns=DUPLICATE_COLUMNS)
+    return duplicates, pd.DataFrame(root_of_new, columns=ROOT_COLUMNS)
+
+
+def find_duplicates(rows: Rows, config: MinhashConfig) -> pd.DataFrame:
+    """The duplicates among one batch of rows (in keep order), with nothing indexed before."""
+    none = Rows(pd.DataFrame(columns=[*KEY_COLUMNS, *ROOT_COLUMNS]),
+                np.empty((0, config.num_perm), np.uint32))
+    return decide(rows, none, config, set())[0]
+
+
+def link_exact(new: Rows, old: Rows, old_node: np.ndarray, n_roots: int,
+               clusters: UnionFind) -> np.ndarray:
+    """Join every new row to the first earlier row with its content hash; True where joined."""
+    first: dict[str, int] = {}
+    for h, node in zip(old.keys["text_hash"], old_node, strict=True):
+        first.setdefault(h, int(node))
+    joined = np.zeros(len(new.keys), dtype=bool)
+    for i, h in enumerate(new.keys["text_hash"]):
+        if h in first:
+            clusters.union(first[h], n_roots + i)
+            joined[i] = True
+        else:
+            first[h] = n_roots + i
+    return joined
+
+
+def superseded_ids(new: Rows, old: Rows, exact: np.ndarray, logged: set[tuple[str, int]],
+                   ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Rows whose id reappears with other text in a later row: the new rows and the kept old
+    rows that the newest version replaces."""
+    distinct = new.keys.loc[~exact]
+    later = distinct.duplicated("id", keep="last")
+    superseded_new = np.zeros(len(new.keys), dtype=bool)
+    superseded_new[later.index[later.to_numpy()]] = True
+    newest = distinct.drop_duplicates("id", keep="last").set_index("id")["text_hash"]
+    old_rows = old.keys.loc[old.keys["id"].isin(newest.index)]
+    superseded_old = [r for r in old_rows[KEY_COLUMNS].to_dict("records")
+                      if (r["source"], r["position"]) not in logged
+                      and r["text_hash"] != newest[r["id"]]]
+    return superseded_new, superseded_old
+
+
+def link_near(new: Rows, old: Rows, old_node: np.ndarray, n_roots: int, clusters: UnionFind,
+              config: MinhashConfig, skip: np.ndarray) -> None:
+    """Join new rows to the clusters of the earlier rows they near-duplicate."""
+    live = np.flatnonzero(~skip)
+    new_keys = band_keys(new.signatures[live], config)
+    if len(old.keys):
+        pairs = verified_pairs(new.signatures[live], old.signatures,
+                               candidate_pairs(new_keys, band_keys(old.signatures, config)),
+                               config.threshold)
+        for i, j in pairs:
+            clusters.union(int(old_node[j]), n_roots + int(live[i]))
+    pairs = verified_pairs(new.signatures[live], new.signatures[live],
+                           candidate_pairs(new_keys), config.threshold)
+    for i, j in pairs:
+        clusters.union(n_roots + int(live[i]), n_roots + int(live[j]))
+
+
+def content_duplicate(row: dict[str, Any], root: pd.Series, exact: bool,
+                      threshold: float) -> dict[str, Any]:
+    """The log entry of a row that repeats the content of its cluster's kept row."""
+    if exact:
+        return {**row, "duplicate_of": root["id"], "cluster": "exact-" + row["text_hash"][:16],
+                "reason": "exact duplicate (same normalised text)"}
+    return {**row, "duplicate_of": root["id"], "cluster": f"near-{root['id']}",
+            "reason": f"near duplicate (estimated Jaccard >= {threshold})"}
+
+
+def id_duplicate(row: dict[str, Any], new_keys: pd.DataFrame) -> dict[str, Any]:
+    """The log entry of a row whose id a later version reuses with other text."""
+    newest = new_keys.loc[new_keys["id"] == row["id"], "drop"].iloc[-1]
+    return {**row, "duplicate_of": row["id"], "cluster": f"id-{row['id']}",
+            "reason": f"id reused with other text; the version in drop {newest} is kept"}
+
+
+# --- writing the night's findings, and the stage ------------------------------------------
+
+
+def write_file(table: pa.Table, path: Path) -> None:
+    """Write one Parquet file atomically (a killed night never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    pq.write_table(table, partial)
+    os.replace(partial, path)
+
+
+def index_table(new: Rows, roots: pd.DataFrame, config: MinhashConfig) -> pa.Table:
+    """The new drop's index rows: keys, roots, band keys (one column each), signatures."""
+    frame = pd.concat([new.keys.reset_index(drop=True), roots], axis=1)
+    table = pa.Table.from_pandas(frame, schema=INDEX_SCHEMA, preserve_index=False)
+    keys = band_keys(new.signatures, config) if len(new.keys) else \
+        np.empty((0, config.banding[0]), np.uint64)
+    for band in range(keys.shape[1]):
+        table = table.append_column(f"band_{band:02d}", pa.array(keys[:, band]))
+    flat = pa.array(new.signatures.astype(np.uint32).ravel())
+    return table.append_column("signature",
+                               pa.FixedSizeListArray.from_arrays(flat, config.num_perm))
+
+
+def conflicts_of(duplicates: pd.DataFrame, roots: pd.DataFrame, log: Path) -> pd.DataFrame:
+    """Kept rows whose content cluster, including tonight's rows, holds more than one label."""
+    content = duplicates.loc[~duplicates["cluster"].str.startswith("id-")]
+    if content.empty:
+        return pd.DataFrame(columns=CONFLICTS_SCHEMA.names)
+    earlier = (pq.read_table(log, columns=["duplicate_of", "label", "cluster"]).to_pandas()
+               if any(log.glob("*.parquet")) else pd.DataFrame(columns=["duplicate_of", "label"]))
+    members = pd.concat([earlier, content[["duplicate_of", "label"]]])
+    labels = members.groupby("duplicate_of")["label"].agg(set)
+    kept = roots.drop_duplicates("root_id").set_index("root_id")
+    records = []
+    for root_id, cluster in content.drop_duplicates("duplicate_of")[
+            ["duplicate_of", "cluster"]].itertuples(index=False):
+        root = kept.loc[root_id] if root_id in kept.index else None
+        every = labels[root_id] | ({root["root_label"]} if root is not None else set())
+        if root is not None and len(every) > 1:
+            records.append({"source": root["root_source"], "position": root["root_position"],
+                            "id": root_id, "drop": root["root_drop"], "cluster": cluster,
+                            "labels": sorted(every)})
+    return pd.DataFrame(records, columns=CONFLICTS_SCHEMA.names)
+
+
+def logged_rows(lake: Lake) -> set[tuple[str, int]]:
+    """(source, position) of every row the dedup log already removes."""
+    log = lake.dedup / "duplicates"
+    if not any(log.glob("*.parquet")):
+        return set()
+    table = pq.read_table(log, columns=["source", "position"]).to_pandas()
+    return set(zip(table["source"], table["position"], strict=True))
+
+
+def index_drop(lake: Lake, drop: str, indexed: list[str], config: MinhashConfig) -> int:
+    """Decide one new drop against the indexed ones; write its log, conflicts and index rows.
+    Returns the rows hashed."""
+    new = hash_drop(lake, drop, config)
+    old = indexed_matches(lake, indexed, new, config)
+    duplicates, roots = decide(new, old, config, logged_rows(lake))
+    all_roots = pd.concat([roots, old.keys[ROOT_COLUMNS]], ignore_index=True)
+    conflicts = conflicts_of(duplicates, all_roots, lake.dedup / "duplicates")
+    write_parquet(duplicates, lake.dedup / "duplicates", DUPLICATES_SCHEMA, f".{drop}.tmp")
+    os.replace(lake.dedup / "duplicates" / f".{drop}.tmp.parquet",
+               lake.dedup / "duplicates" / f"{drop}.parquet")
+    write_parquet(conflicts, lake.dedup / "conflicts", CONFLICTS_SCHEMA, f".{drop}.tmp")
+    os.replace(lake.dedup / "conflicts" / f".{drop}.tmp.parquet",
+               lake.dedup / "conflicts" / f"{drop}.parquet")
+    write_file(index_table(new, roots, config), lake.dedup_index / "rows" / f"{drop}.parquet")
+    return len(new.keys)
 
 
 def dedup_drops(lake: Lake, drops: list[str], settings: DedupConfig) -> DedupResult:
-    """Find exact and near duplicates across the drops; write the dedup log and conflicts."""
-    keys, duplicates, conflicts = find_duplicates(lake, drops, settings)
-    with lake.staged(lake.dedup) as (staged,):
-        write_parquet(duplicates, staged / "duplicates", DUPLICATES_SCHEMA, "log")
-        write_parquet(conflicts, staged / "conflicts", CONFLICTS_SCHEMA, "log")
-    near = sum(str(c).startswith("near-") for c in duplicates["cluster"])
-    return DedupResult(duplicates_path=str(lake.dedup / "duplicates"),
-                       conflicts_path=str(lake.dedup / "conflicts"), rows_in=len(keys),
-                       exact_duplicates=len(duplicates) - near, near_duplicates=near,
-                       conflicts=len(conflicts), rows_hashed=len(keys))
+    """Deduplicate the history incrementally: index the drops not yet indexed, each against
+    the earlier ones; return the counts over the whole history."""
+    config = minhash_config(settings)
+    new = drops_to_index(lake, sorted(drops), settings)
+    indexed = [d for d in sorted(drops) if d not in new]
+    hashed = 0
+    for drop in new:
+        hashed += index_drop(lake, drop, indexed, config)
+        record_indexed(lake, drop, settings)
+        indexed.append(drop)
+    for folder in ("duplicates", "conflicts"):
+        (lake.dedup / folder).mkdir(parents=True, exist_ok=True)
+    return summarise(lake, hashed)
+
+
+def summarise(lake: Lake, hashed: int) -> DedupResult:
+    """Counts over the whole log and index (log and conflicts are small; the index is counted
+    from Parquet footers)."""
+    log = lake.dedup / "duplicates"
+    clusters = (pq.read_table(log, columns=["cluster"]).column("cluster").to_pylist()
+                if any(log.glob("*.parquet")) else [])
+    near = sum(c.startswith("near-") for c in clusters)
+    conflicts_dir = lake.dedup / "conflicts"
+    conflicts = (pq.read_table(conflicts_dir, columns=["source", "position"]).to_pandas()
+                 .drop_duplicates() if any(conflicts_dir.glob("*.parquet")) else [])
+    rows = sum(pq.read_metadata(f).num_rows for f in (lake.dedup_index / "rows").glob("*.parquet"))
+    return DedupResult(duplicates_path=str(log), conflicts_path=str(conflicts_dir), rows_in=rows,
+                       exact_duplicates=len(clusters) - near, near_duplicates=near,
+                       conflicts=len(conflicts), rows_hashed=hashed)

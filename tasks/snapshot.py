@@ -1,25 +1,33 @@
 """Snapshot: the curated dataset, named by the digest of its content.
 
 Writes ``curated/snapshots/<digest[:16]>/`` with ``data/`` (the curated rows with their stable
-split, relabels and flags of the label review applied), ``duplicates/`` (the dedup log that run
-used) and ``manifest.json``. The same curated
-content always gives the same digest, so an unchanged snapshot needs no retraining.
+split, relabels and flags of the label review applied; one file per silver partition),
+``duplicates/`` (the dedup log that run used) and ``manifest.json``.
+
+A snapshot grows by appending: a partition whose inputs did not change since the previous
+snapshot (its silver file, the duplicates, label decisions and conflicts of its drop, the split
+shares) is hard-linked from it instead of rewritten; the manifest keeps each partition's input
+key, rows, rows per split and content sum. The digest is exact and reproducible: an
+order-independent sum (mod 2**256) of every row's SHA-256, so the same curated rows always give
+the same digest however they are partitioned, and an unchanged snapshot needs no retraining.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
 
 from finegate.core.config import SplitConfig
-from finegate.core.lake import Lake, replace_dir, write_json
+from finegate.core.lake import Lake, read_json, replace_dir, write_json
 from finegate.core.results import DedupResult, LabelsResult, SnapshotResult
 from finegate.core.schemas import CURATED_SCHEMA, SILVER_COLUMNS, row_keys, write_parquet
 from finegate.core.splits import SPLITS, assign_split
@@ -31,23 +39,50 @@ def row_digest(row_id: str, label: str, split: str, text: str, annotators: objec
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+SNAPSHOT_FORMAT = 2  # part of every partition's input key: a new format rewrites them all
 RowChanges = dict[tuple[str, int], tuple[str, str, bool]]
 
 
-def row_changes(labels: LabelsResult, dedup: DedupResult) -> RowChanges:
-    """(source, position) -> (label action, new label, kept row of a conflicting duplicate
-    cluster) for rows the label review did not just keep, or that head such a cluster.
+def row_changes(labels: LabelsResult, dedup: DedupResult) -> dict[str, RowChanges]:
+    """Per drop: (source, position) -> (label action, new label, kept row of a conflicting
+    duplicate cluster) for rows the label review did not just keep, or that head such a cluster.
     """
     decisions = pq.read_table(labels.decisions_path, columns=[
-        "source", "position", "action", "suggested_label"]).to_pandas()
+        "source", "position", "drop", "action", "suggested_label"]).to_pandas()
     changed = decisions.loc[decisions["action"] != "keep"]
-    changes = {(s, p): (a, lab, False) for s, p, a, lab in zip(
-        changed["source"], changed["position"], changed["action"], changed["suggested_label"],
-        strict=True)}
-    for key in row_keys(dedup.conflicts_path):  # both flags when a row has both findings
-        action, suggested, _ = changes.get(key, ("keep", "", False))
-        changes[key] = (action, suggested, True)
+    changes: dict[str, RowChanges] = defaultdict(dict)
+    for s, p, d, a, lab in zip(changed["source"], changed["position"], changed["drop"],
+                               changed["action"], changed["suggested_label"], strict=True):
+        changes[d][(s, p)] = (a, lab, False)
+    conflicts = pq.read_table(dedup.conflicts_path, columns=["source", "position", "drop"])
+    for s, p, d in zip(*(conflicts[c].to_pylist() for c in ("source", "position", "drop")),
+                       strict=True):  # both flags when a row has both findings
+        action, suggested, _ = changes[d].get((s, p), ("keep", "", False))
+        changes[d][(s, p)] = (action, suggested, True)
     return changes
+
+
+def excluded_rows(lake: Lake, drops: list[str], dedup: DedupResult,
+                  ) -> dict[str, set[tuple[str, int]]]:
+    """Per drop, the rows the snapshot leaves out: logged duplicates and label-dropped rows."""
+    log = pq.read_table(dedup.duplicates_path, columns=["source", "position", "drop"])
+    excluded: dict[str, set[tuple[str, int]]] = defaultdict(set)
+    for s, p, d in zip(*(log[c].to_pylist() for c in ("source", "position", "drop")),
+                       strict=True):
+        excluded[d].add((s, p))
+    for drop in drops:
+        excluded[drop] |= row_keys(lake.quarantine(drop, "labels"))
+    return excluded
+
+
+def partition_key(silver_file: str, excluded: set[tuple[str, int]], changes: RowChanges,
+                  shares: SplitConfig) -> str:
+    """Everything a curated partition is made from: equal keys give equal partitions."""
+    stat = os.stat(silver_file)
+    payload = json.dumps([SNAPSHOT_FORMAT, Path(silver_file).name, stat.st_size,
+                          stat.st_mtime_ns, sorted(excluded), sorted(changes.items()),
+                          shares.model_dump()], default=list)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def apply_changes(frame: pd.DataFrame, changes: RowChanges) -> pd.DataFrame:
@@ -69,46 +104,94 @@ def apply_changes(frame: pd.DataFrame, changes: RowChanges) -> pd.DataFrame:
     return frame.assign(label=labels, flags=flags)
 
 
-def _curate_partition(silver_file: str, drop_out: str, excluded: set[tuple[str, int]],
-                      changes: RowChanges,
-                      shares: SplitConfig) -> tuple[list[str], Counter[str]]:
+def partition_name(silver_file: str) -> str:
+    """The curated partition of a silver file: ``<drop>-<part>``."""
+    return f"{Path(silver_file).parent.name}-{Path(silver_file).stem}"
+
+
+def curate_partition(silver_file: str, out: str, excluded: set[tuple[str, int]],
+                     changes: RowChanges, shares: SplitConfig) -> dict[str, Any]:
+    """Write one curated partition; its rows, rows per split and content sum (runs on a
+    Dask worker)."""
     frame = pq.read_table(silver_file).to_pandas()
     keep = [key not in excluded for key in zip(frame["source"], frame["position"], strict=True)]
     curated = apply_changes(frame.loc[keep, SILVER_COLUMNS], changes).assign(
         split=lambda f: assign_split(f["id"], shares))
-    name = f"{Path(silver_file).parent.name}-{Path(silver_file).stem}"  # silver/<drop>/<part>
-    write_parquet(curated, Path(drop_out), CURATED_SCHEMA, name)
-    digests = [row_digest(*row) for row in zip(curated["id"], curated["label"], curated["split"],
-                                               curated["text"], curated["annotator_labels"],
-                                               strict=True)]
-    return digests, Counter(curated["split"])
+    write_parquet(curated, Path(out), CURATED_SCHEMA, partition_name(silver_file))
+    total = sum(int(row_digest(*row), 16) for row in zip(
+        curated["id"], curated["label"], curated["split"], curated["text"],
+        curated["annotator_labels"], strict=True)) % 2**256
+    counts = Counter(curated["split"])
+    return {"rows": len(curated), "split_rows": {s: counts[s] for s in SPLITS},
+            "sum": f"{total:064x}"}
+
+
+def previous_partitions(lake: Lake) -> tuple[Path | None, dict[str, Any]]:
+    """The data folder and partition records of the last snapshot built, if any."""
+    latest = lake.latest_snapshot
+    if not latest.is_file():
+        return None, {}
+    folder = lake.snapshots / read_json(latest)["snapshot"]
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return None, {}
+    return folder / "data", read_json(manifest).get("partitions", {})
+
+
+def snapshot_digest(partitions: dict[str, Any]) -> str:
+    """SHA-256 of the sum of all row digests and the row count: independent of partitioning."""
+    total = sum(int(p["sum"], 16) for p in partitions.values()) % 2**256
+    rows = sum(p["rows"] for p in partitions.values())
+    return hashlib.sha256(f"{total:064x}:{rows}".encode()).hexdigest()
 
 
 def build_curated_snapshot(lake: Lake, drops: list[str], dedup: DedupResult,
                            labels: LabelsResult, shares: SplitConfig) -> SnapshotResult:
-    """Drop logged duplicates and label-dropped rows, apply relabels, assign the split, write."""
+    """Drop logged duplicates and label-dropped rows, apply relabels, assign the split, write;
+    partitions whose inputs did not change are linked from the previous snapshot."""
     import dask
 
-    excluded = row_keys(dedup.duplicates_path) | {
-        key for drop in drops for key in row_keys(lake.quarantine(drop, "labels"))}
-    changes = row_changes(labels, dedup)
+    excluded, changes = excluded_rows(lake, drops, dedup), row_changes(labels, dedup)
+    previous_data, previous = previous_partitions(lake)
     staged = lake.staging()
-    (staged / "data").mkdir()
-    parts = dask.compute(*[
-        dask.delayed(_curate_partition)(f, str(staged / "data"), excluded, changes, shares)
-        for f in lake.silver_files(drops)])
-    digests = sorted(d for part, _ in parts for d in part)
-    split_rows = {s: sum(counts[s] for _, counts in parts) for s in SPLITS}
-    if not parts:
-        write_parquet(pd.DataFrame(), staged / "data", CURATED_SCHEMA, "empty")
-    digest = hashlib.sha256("\n".join(digests).encode()).hexdigest()
+    data = staged / "data"
+    data.mkdir()
+    partitions, jobs = {}, {}
+    for drop in drops:
+        for silver_file in lake.silver_files([drop]):
+            name = partition_name(silver_file)
+            key = partition_key(silver_file, excluded[drop], changes[drop], shares)
+            old = previous.get(name)
+            if old and old["key"] == key and (previous_data / f"{name}.parquet").is_file():
+                os.link(previous_data / f"{name}.parquet", data / f"{name}.parquet")
+                partitions[name] = old
+            else:
+                jobs[name] = (key, dask.delayed(curate_partition)(
+                    silver_file, str(data), excluded[drop], changes[drop], shares))
+    built = dask.compute(*[job for _, job in jobs.values()])
+    for (name, (key, _)), record in zip(jobs.items(), built, strict=True):
+        partitions[name] = {**record, "key": key}
+    if not partitions:
+        write_parquet(pd.DataFrame(), data, CURATED_SCHEMA, "empty")
+    return finish_snapshot(lake, staged, drops, dedup, dict(sorted(partitions.items())),
+                           reused=len(partitions) - len(jobs))
+
+
+def finish_snapshot(lake: Lake, staged: Path, drops: list[str], dedup: DedupResult,
+                    partitions: dict[str, Any], reused: int) -> SnapshotResult:
+    """Copy the dedup log in, write the manifest, move the snapshot to its digest's folder."""
+    digest = snapshot_digest(partitions)
+    rows = sum(p["rows"] for p in partitions.values())
+    split_rows = {s: sum(p["split_rows"][s] for p in partitions.values()) for s in SPLITS}
     shutil.copytree(dedup.duplicates_path, staged / "duplicates")
     write_json(staged / "manifest.json", {
-        "digest": digest, "rows": len(digests), "drops": drops, "split_rows": split_rows,
+        "digest": digest, "rows": rows, "drops": drops, "split_rows": split_rows,
         "duplicates": dedup.duplicates, "created": datetime.now(UTC).isoformat(),
+        "partitions_reused": reused, "partitions": partitions,
     })
     target = lake.snapshot(digest[:16])
     replace_dir(staged, target)
+    write_json(lake.latest_snapshot, {"snapshot": digest[:16]})
     return SnapshotResult(digest=digest, path=str(target), data_path=str(target / "data"),
-                          duplicates_path=str(target / "duplicates"), rows=len(digests),
+                          duplicates_path=str(target / "duplicates"), rows=rows,
                           drops=drops, split_rows=split_rows)

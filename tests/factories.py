@@ -107,10 +107,12 @@ def perturb(text: str, rng: random.Random, share: float = 0.05) -> str:
 LABEL_SET = LabelSet(tuple(LABELS), {})
 
 
-def curate(landing: Path, lake: Lake, noise: bool = False):
-    """Ingest, clean, dedup and review the dirty landing zone into a snapshot."""
-    drops = ["day1", "day2"]
-    for drop in drops:
+def curate(landing: Path, lake: Lake, noise: bool = False,
+           drops: tuple[str, ...] = ("day1", "day2"), new: tuple[str, ...] | None = None):
+    """Ingest and clean the ``new`` drops (default: all), then dedup and review the ``drops``
+    of the landing zone into a snapshot, as a night of the flow does."""
+    drops = list(drops)
+    for drop in drops if new is None else new:
         ingest_drop(landing, drop, lake)
         clean_drop(drop, lake, LABEL_SET)
     dedup = dedup_drops(lake, drops, DedupConfig())

@@ -1,9 +1,11 @@
+import json
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from finegate.core.lake import Lake
-from tests.factories import curate
+from tests.factories import LABELS, curate, topic_rows
 
 
 def test_snapshot_drops_logged_duplicates(dirty_landing: Path, tmp_path: Path) -> None:
@@ -29,3 +31,34 @@ def test_same_input_gives_same_digest(dirty_landing: Path, tmp_path: Path) -> No
     (dirty_landing / "day1" / "Tech" / "new.txt").write_text("A brand new chip for phones.")
     third, _, _ = curate(dirty_landing, Lake.at(tmp_path / "a"))
     assert third.digest != first.digest
+
+
+def test_a_new_drop_appends_linking_every_unchanged_partition(dirty_landing: Path,
+                                                              tmp_path: Path) -> None:
+    lake = Lake.at(tmp_path / "lake")
+    first, _, _ = curate(dirty_landing, lake)
+    day1_text = pq.read_table(dirty_landing.parent / "lake" / "silver" / "day1").to_pandas()
+    new_rows = topic_rows(12, seed=42, prefix="d3")
+    # one row repeats a day1 text with another label: day1's kept row becomes a conflict
+    repeated = day1_text.sort_values("id").iloc[0]
+    other = next(label for label in LABELS if label != repeated["label"])
+    new_rows.append({"id": "d3-conflict", "text": repeated["text"], "label": other})
+    (dirty_landing / "day3").mkdir()
+    (dirty_landing / "day3" / "rows.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in new_rows))
+    second, _, _ = curate(dirty_landing, lake, drops=("day1", "day2", "day3"), new=("day3",))
+
+    manifest = json.loads((Path(second.path) / "manifest.json").read_text())
+    day2 = [name for name in manifest["partitions"] if name.startswith("day2-")]
+    assert manifest["partitions_reused"] == len(day2)  # day2 untouched: linked, not rewritten
+    for name in day2:
+        old, new = (Path(s.data_path) / f"{name}.parquet" for s in (first, second))
+        assert os.stat(old).st_ino == os.stat(new).st_ino
+    data = pq.read_table(second.data_path).to_pandas()
+    assert second.rows == first.rows + 12 == len(data)
+    flagged = data.loc[data["flags"].map(lambda f: "conflicting_duplicate" in f), "id"]
+    assert repeated["id"] in flagged.tolist()  # day1 was rewritten with the new flag
+
+    fresh, _, _ = curate(dirty_landing, Lake.at(tmp_path / "fresh"),
+                         drops=("day1", "day2", "day3"))
+    assert fresh.digest == second.digest  # appending gives what a full rebuild gives

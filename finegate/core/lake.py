@@ -57,6 +57,11 @@ class Lake:
         """Curated snapshots, one folder per content digest."""
         return self.root / "curated" / "snapshots"
 
+    @property
+    def latest_snapshot(self) -> Path:
+        """Which snapshot was built last (JSON): the next one links its unchanged partitions."""
+        return self.root / "curated" / "latest.json"
+
     def snapshot(self, digest: str) -> Path:
         """The folder of one curated snapshot."""
         return self.snapshots / digest

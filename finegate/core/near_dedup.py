@@ -1,92 +1,85 @@
-"""Near-duplicates: MinHash signatures over word shingles, clustered with LSH (``datasketch``).
+"""Near-duplicates in memory: LSH candidate pairs from band keys, verified by estimated Jaccard.
 
-Signatures are computed per Parquet partition (on Dask workers); the LSH index and the
-clustering run on the small signature matrix. Candidate pairs from LSH are verified with the
-estimated Jaccard similarity before they join a cluster, so LSH false positives do not merge.
+Signatures and band keys come from :mod:`finegate.core.minhash`. Two rows are candidates when
+some band key is equal; a candidate pair is a near duplicate when the estimated Jaccard
+similarity of the whole signatures reaches the threshold, so LSH false positives never merge.
 """
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
-import pandas as pd
 
-_WORD = re.compile(r"\w+")
-
-
-def shingles(text: str, size: int) -> set[bytes]:
-    """The set of ``size``-word shingles of a text (case-folded, punctuation ignored)."""
-    words = _WORD.findall(text.casefold())
-    if len(words) <= size:
-        return {" ".join(words).encode()}
-    return {" ".join(words[i:i + size]).encode() for i in range(len(words) - size + 1)}
+from finegate.core.minhash import MinhashConfig, band_keys, estimated_jaccard
 
 
-def minhash_signatures(texts: list[str], shingle_size: int, num_perm: int,
-                       seed: int = 1) -> np.ndarray:
-    """One MinHash signature (``num_perm`` hash values) per text, as an (n, num_perm) array."""
-    from datasketch import MinHash
+def candidate_pairs(keys_a: np.ndarray, keys_b: np.ndarray | None = None) -> np.ndarray:
+    """Pairs ``(i, j)`` of rows sharing a band key: ``i`` in ``keys_a``, ``j`` in ``keys_b``
+    (or ``j > i`` within ``keys_a`` when ``keys_b`` is None). Keys are ``(n, bands)`` uint64."""
+    bands = keys_a.shape[1]
+    same = keys_b is None
+    keys_b = keys_a if keys_b is None else keys_b
+    # one table of (key, row, side); keys of different bands never collide (band is hashed in)
+    key = np.concatenate([keys_a.ravel(), keys_b.ravel()]) if not same else keys_a.ravel()
+    row = np.concatenate([np.repeat(np.arange(len(keys_a)), bands),
+                          np.repeat(np.arange(len(keys_b)), bands)]) if not same else \
+        np.repeat(np.arange(len(keys_a)), bands)
+    side = np.concatenate([np.zeros(keys_a.size, bool), np.ones(keys_b.size, bool)]) \
+        if not same else np.zeros(keys_a.size, bool)
+    order = np.argsort(key, kind="stable")
+    key, row, side = key[order], row[order], side[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    sizes = np.diff(np.r_[starts, len(key)])
+    pairs = [_pairs_in_bucket(row[s:s + n], side[s:s + n], same)
+             for s, n in zip(starts[sizes > 1], sizes[sizes > 1], strict=True)]
+    if not pairs:
+        return np.empty((0, 2), dtype=np.int64)
+    return np.unique(np.concatenate(pairs), axis=0)
 
-    dtype = MinHash(num_perm=num_perm, seed=seed).hashvalues.dtype
-    signatures = np.empty((len(texts), num_perm), dtype=dtype)
-    for row, text in enumerate(texts):
-        minhash = MinHash(num_perm=num_perm, seed=seed)
-        minhash.update_batch(list(shingles(text, shingle_size)))
-        signatures[row] = minhash.hashvalues
-    return signatures
+
+def _pairs_in_bucket(rows: np.ndarray, sides: np.ndarray, same: bool) -> np.ndarray:
+    if same:
+        members = np.unique(rows)
+        i, j = np.triu_indices(len(members), k=1)
+        return np.stack([members[i], members[j]], axis=1)
+    left, right = np.unique(rows[~sides]), np.unique(rows[sides])
+    return np.stack(np.meshgrid(left, right, indexing="ij"), axis=-1).reshape(-1, 2)
 
 
-class _UnionFind:
+def verified_pairs(signatures_a: np.ndarray, signatures_b: np.ndarray, pairs: np.ndarray,
+                   threshold: float) -> np.ndarray:
+    """The candidate ``pairs`` whose estimated Jaccard similarity is ≥ ``threshold``."""
+    if not len(pairs):
+        return pairs
+    similarity = estimated_jaccard(signatures_a[pairs[:, 0]], signatures_b[pairs[:, 1]])
+    return pairs[similarity >= threshold]
+
+
+class UnionFind:
+    """Disjoint sets over ``0..size-1``; a set's root is its smallest member."""
+
     def __init__(self, size: int) -> None:
         self.parent = list(range(size))
 
     def find(self, i: int) -> int:
+        """The root of ``i``'s set."""
         while self.parent[i] != i:
             self.parent[i] = self.parent[self.parent[i]]
             i = self.parent[i]
         return i
 
     def union(self, a: int, b: int) -> None:
+        """Merge the sets of ``a`` and ``b``."""
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def near_duplicate_clusters(signatures: np.ndarray, threshold: float) -> np.ndarray:
-    """Cluster rows whose estimated Jaccard similarity is ≥ ``threshold``.
-
-    Returns for every row the index of its cluster's first row (its own index when alone).
-    """
-    from datasketch import MinHashLSH
-
-    n, num_perm = signatures.shape
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    clusters = _UnionFind(n)
-    for row in range(n):
-        signature = _as_minhash(signatures[row])
-        for candidate in lsh.query(signature):
-            if np.mean(signatures[candidate] == signatures[row]) >= threshold:
-                clusters.union(candidate, row)
-        lsh.insert(row, signature, check_duplication=False)
-    return np.array([clusters.find(i) for i in range(n)], dtype=np.int64)
-
-
-def _as_minhash(values: np.ndarray) -> object:
-    from datasketch import LeanMinHash, MinHash
-
-    return LeanMinHash(seed=1, hashvalues=values, scheme=MinHash(num_perm=1).scheme)
-
-
-def near_duplicates(keys: pd.DataFrame, signatures: np.ndarray, threshold: float) -> pd.DataFrame:
-    """Rows of ``keys`` that near-duplicate an earlier row, with ``duplicate_of`` and ``cluster``.
-
-    ``keys`` must be sorted in keep order: the first row of each cluster is kept.
-    """
-    if keys.empty:
-        return keys.assign(duplicate_of=pd.Series(dtype=object), cluster=pd.Series(dtype=object))
-    roots = near_duplicate_clusters(signatures, threshold)
-    ids = keys["id"].to_numpy()
-    repeated = roots != np.arange(len(keys))
-    return keys.loc[repeated].assign(duplicate_of=ids[roots[repeated]],
-                                     cluster=[f"near-{ids[r]}" for r in roots[repeated]])
+def near_duplicate_clusters(signatures: np.ndarray, config: MinhashConfig) -> np.ndarray:
+    """For every row (in keep order), the index of the first row of its near-duplicate
+    cluster (its own index when it has none)."""
+    pairs = verified_pairs(signatures, signatures,
+                           candidate_pairs(band_keys(signatures, config)), config.threshold)
+    clusters = UnionFind(len(signatures))
+    for i, j in pairs:
+        clusters.union(int(i), int(j))
+    return np.array([clusters.find(i) for i in range(len(signatures))], dtype=np.int64)

@@ -32,8 +32,8 @@ DUPLICATES_SCHEMA = pa.schema([
     ("reason", _TEXT),
 ])
 CONFLICTS_SCHEMA = pa.schema([
-    ("source", _TEXT), ("position", pa.int64()), ("id", _TEXT), ("cluster", _TEXT),
-    ("labels", _LIST),
+    ("source", _TEXT), ("position", pa.int64()), ("id", _TEXT), ("drop", _TEXT),
+    ("cluster", _TEXT), ("labels", _LIST),
 ])
 DECISIONS_SCHEMA = pa.schema([
     ("source", _TEXT), ("position", pa.int64()), ("id", _TEXT), ("drop", _TEXT),
