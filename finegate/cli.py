@@ -28,18 +28,54 @@ CONFIG_OPTION = typer.Option(None, "--config", "-c", envvar="FINEGATE_CONFIG",
                              help="YAML config; FINEGATE_* variables override it.")
 
 
+# Exit codes (README, Troubleshooting): 0 the run finished; 1 an unexpected error (traceback);
+# 2 the run was stopped on purpose: quality gate, accounting, or the lake busy with another run;
+# 3 the configuration or an expectation suite is wrong (found before any work starts).
+EXIT_STOPPED, EXIT_CONFIG = 2, 3
+
+
+def _load_config(path: Path | None) -> Config:
+    """The config, or a one-paragraph error and exit code 3."""
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        return load_config(path)
+    except (FileNotFoundError, yaml.YAMLError, ValidationError) as err:
+        raise _fail(f"Finegate did not start: the configuration is not valid: {err}",
+                    EXIT_CONFIG) from err
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    """Print a one-paragraph error; the exit (with ``code``) for the caller to raise."""
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    return typer.Exit(code=code)
+
+
+def _preflight(config: Config) -> None:
+    """Check the config and every expectation suite before Prefect's server starts."""
+    from finegate.flows.nightly import PreflightError, preflight
+
+    try:
+        preflight(config)
+    except PreflightError as err:
+        raise _fail(str(err), EXIT_CONFIG) from err
+
+
 def _run(config: Config) -> NightlyResult:
     from finegate.core.lake import LakeBusy
-    from finegate.flows.nightly import run_nightly
+    from finegate.flows.nightly import PreflightError, run_nightly
     from finegate.tasks.quality import AccountingError
     from finegate.tasks.validate import QualityGateFailed
 
+    _preflight(config)
     try:
         return run_nightly(config)
+    except PreflightError as err:  # a suite edited since the check above
+        raise _fail(str(err), EXIT_CONFIG) from err
     except (QualityGateFailed, AccountingError, LakeBusy) as err:
-        typer.secho(f"\nFinegate stopped the run before shipping a model:\n{err}",
-                    fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from err
+        raise _fail(f"\nFinegate stopped the run before shipping a model:\n{err}",
+                    EXIT_STOPPED) from err
 
 
 def print_result(result: NightlyResult, config: Config) -> None:
@@ -53,7 +89,8 @@ def print_result(result: NightlyResult, config: Config) -> None:
         "Finegate nightly run finished.",
         f"  drops ingested   {', '.join(result.drops_ingested) or 'none (nothing new)'}",
         f"  rows read        {a.rows_read} = curated {a.curated} + quarantined "
-        f"{a.quarantined} + duplicates {a.duplicates}",
+        f"{a.quarantined} + duplicates {a.duplicates}"
+        + (f"  ({a.retracted} more from retracted drops)" if a.retracted else ""),
         f"  snapshot         {result.snapshot.path}",
         f"  report           {result.report}",
         f"  scorecard        {result.scorecard_path}",
@@ -75,7 +112,7 @@ def print_result(result: NightlyResult, config: Config) -> None:
 @app.command()
 def run(config: Path | None = CONFIG_OPTION) -> None:
     """Run the nightly flow once: ingest, clean, dedup, gate, fine-tune, register."""
-    settings = load_config(config)
+    settings = _load_config(config)
     print_result(_run(settings), settings)
 
 
@@ -86,7 +123,8 @@ def serve(config: Path | None = CONFIG_OPTION,
     """Serve the nightly flow on this machine on its cron schedule (one run at a time)."""
     from finegate.flows.nightly import serve_nightly
 
-    settings = load_config(config)
+    settings = _load_config(config)
+    _preflight(settings)
     if config:  # served runs load the config themselves when they start
         os.environ["FINEGATE_CONFIG"] = str(config.resolve())
     serve_nightly(cron or settings.schedule.cron, timezone or settings.schedule.timezone)
@@ -100,7 +138,7 @@ def promote(version: str = typer.Option(..., help="Model version to make champio
 
     from finegate.core.registry import PROMOTION_TAG, client, set_champion
 
-    settings = load_config(config)
+    settings = _load_config(config)
     registry = client(settings.registry)
     try:
         registry.get_model_version(settings.model_name, version)
@@ -119,7 +157,7 @@ def rollback(config: Path | None = CONFIG_OPTION) -> None:
     """Give the champion alias back to the previous champion."""
     from finegate.core.registry import client, rollback_champion
 
-    settings = load_config(config)
+    settings = _load_config(config)
     try:
         version = rollback_champion(client(settings.registry), settings.model_name)
     except ValueError as err:
@@ -141,7 +179,7 @@ def experiment(config: Path | None = CONFIG_OPTION,
     from finegate.demo import demo_snapshot
     from finegate.flows.quality_vs_quantity import quality_vs_quantity
 
-    settings = load_config(config)
+    settings = _load_config(config)
     data = snapshot or demo_snapshot(Path(settings.lake_path) / "experiments" / "bbc.parquet")
     result = quality_vs_quantity(settings, str(data), [float(v) for v in noise.split(",")],
                                  [float(v) for v in fractions.split(",")], model,
@@ -177,7 +215,7 @@ def demo(workspace: Path = WORKSPACE_OPTION) -> None:
     typer.echo(f"Demo landing zone {workspace / 'landing'}: " +
                ", ".join(f"{drop} ({n} files)" for drop, n in files.items()))
     config_path = write_demo_config(workspace)
-    settings = load_config(config_path)
+    settings = _load_config(config_path)
     result = _run(settings)
     print_result(result, settings)
     typer.echo(f"  config   {config_path}  (rerun: .venv/bin/finegate run -c {config_path})")

@@ -61,9 +61,12 @@ def prepare_demo_landing(landing: Path, golden: Path | None = None) -> dict[str,
     shutil.rmtree(landing, ignore_errors=True)
     records: dict[str, list[dict[str, Any]]] = {drop: [] for drop in [*DROPS, GOLDEN]}
     files = {drop: 0 for drop in DROPS}
+    landed: list[str] = []  # every article text that reaches the landing zone
     for number, path in enumerate(sorted(corpus_root().glob("*/*.txt"))):
         raw = path.read_bytes()
         drop = _drop_of(number, raw)
+        if drop != GOLDEN:
+            landed.append(raw.decode("utf-8", errors="replace"))
         if drop == DROPS[0]:
             target = landing / drop / path.parent.name / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -98,9 +101,37 @@ def prepare_demo_landing(landing: Path, golden: Path | None = None) -> dict[str,
     pd.DataFrame(rows).to_parquet(parquet, index=False)
     files.update({DROPS[1]: 1, DROPS[2]: 1, DROPS[3]: 1})
     if golden is not None:
+        kept, leaked = decontaminate(records[GOLDEN], landed)
         golden.write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n"
-                                  for r in records[GOLDEN]), encoding="utf-8")
+                                  for r in kept), encoding="utf-8")
+        golden.with_name(f"{golden.stem}-removed.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in leaked), encoding="utf-8")
     return files
+
+
+def decontaminate(golden: list[dict[str, Any]], landed: list[str],
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The golden rows that neither repeat nor near-duplicate (dedup settings) an article of
+    the landing zone, and those that do: the corpus ships ~100 duplicate articles, and a golden
+    row that is also training data would inflate the score promotion is decided on."""
+    from finegate.core.config import DedupConfig
+    from finegate.core.dedup_index import minhash_config
+    from finegate.core.minhash import band_keys, signatures
+    from finegate.core.near_dedup import candidate_pairs, verified_pairs
+    from finegate.core.text import normalise_text, text_hash
+
+    settings = DedupConfig()
+    config = minhash_config(settings)
+    texts = [normalise_text(r["text"]) for r in golden]
+    others = [normalise_text(t) for t in landed]
+    seen = {text_hash(t) for t in others}
+    ours, theirs = signatures(texts, config), signatures(others, config)
+    near = verified_pairs(ours, theirs, candidate_pairs(band_keys(ours, config),
+                                                        band_keys(theirs, config)),
+                          settings.threshold)
+    leaked = {i for i, t in enumerate(texts) if text_hash(t) in seen} | {int(i) for i, _ in near}
+    return ([r for i, r in enumerate(golden) if i not in leaked],
+            [r for i, r in enumerate(golden) if i in leaked])
 
 
 def write_demo_config(workspace: Path) -> Path:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from distributed import Client, LocalCluster
 from prefect import flow
@@ -21,6 +22,7 @@ from prefect.schedules import Cron
 
 from finegate.core.config import Config, DaskConfig, load_config
 from finegate.core.lake import Lake, lake_lock
+from finegate.core.landing import list_drops
 from finegate.core.results import (
     Accounting,
     EvaluationResult,
@@ -30,8 +32,10 @@ from finegate.core.results import (
     ReportInputs,
     SnapshotResult,
 )
+from finegate.core.text import label_lookup
 from finegate.flows.steps import (
     build_snapshot,
+    check_leakage,
     clean_drop,
     deduplicate,
     evaluate_model,
@@ -42,6 +46,7 @@ from finegate.flows.steps import (
     record_drop,
     recount,
     register_model,
+    retract_drops,
     review_labels,
     run_gate,
     score_snapshot,
@@ -50,6 +55,15 @@ from finegate.flows.steps import (
 )
 from finegate.tasks.ledger import ledger_drops
 from finegate.tasks.register import RunLineage
+from finegate.tasks.validate import SuiteError, check_suites
+
+# Staging folders older than this, found by a successful run holding the lake's lock, were
+# left by a killed run (a live writer touches its folder far more often).
+STALE_STAGING_S = 3600
+
+
+class PreflightError(RuntimeError):
+    """The configuration or an expectation suite is wrong: found before any work starts."""
 
 
 @dataclass(frozen=True)
@@ -80,10 +94,14 @@ def nightly(config: Config | None = None) -> NightlyResult:
     how deployments run it.
     """
     config = config or load_config()
+    preflight(config)  # before the lock, the cluster or any stage: a broken suite fails now
     lake = Lake.at(config.lake_path)
     with lake_lock(lake), dask_cluster(config.dask) as client:
         print(f"Dask cluster: {client.dashboard_link or client.scheduler.address}")
-        return nightly_dag(config, lake)
+        result = nightly_dag(config, lake)
+        removed = lake.remove_stale_staging(STALE_STAGING_S)
+        print(f"removed {removed} stale staging folder(s) left by killed runs")
+        return result
 
 
 def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
@@ -91,6 +109,7 @@ def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
     run_name, run_dir = this_run(lake)
     drops = plan_drops(config.landing_path, lake)
     print(f"run {run_name}: {drops.describe()}")
+    retract_drops(lake, drops.retracted)
     for drop in drops.to_ingest:
         ingested = ingest_drop(lake, config.landing_path, drop, config.dask)
         clean_drop(lake, drop, config.label_set)
@@ -99,7 +118,9 @@ def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
     duplicates = deduplicate(lake, drop_names, config.dedup)
     reviewed = review_labels(lake, drop_names, duplicates, config.labels, config.label_quality)
     curated = build_snapshot(lake, drop_names, duplicates, reviewed, config.split)
-    scored = score_snapshot(lake, rows_read, curated, duplicates, reviewed, config.labels)
+    leaks = check_leakage(lake, curated, config.evaluation.golden_path, config.label_set,
+                          config.dedup)
+    scored = score_snapshot(lake, rows_read, curated, duplicates, reviewed, leaks, config.labels)
     inputs = report_inputs(lake, run_name, run_dir, curated, scored.scorecard_path, reviewed)
     gate = run_gate(lake, curated, scored, config.expectations_path, config.labels, inputs)
     curated.check_trainable()
@@ -108,7 +129,8 @@ def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
     if registered is None:
         trained = train_model(lake, curated, config.labels, config.train)
         evaluation = evaluate_model(trained.model_dir, curated.data_path, run_dir,
-                                    config.label_set, config.train, config.evaluation)
+                                    config.label_set, config.train, config.evaluation,
+                                    leaks.leaked_golden)
         registered = register_model(config.registry, curated, scored, gate, trained, evaluation,
                                     config.train, lineage(config, run_name))
     if not registered.decided and registered.evaluation_report:  # new, or stopped before it
@@ -124,6 +146,32 @@ def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
     create_markdown_artifact(key="finegate-nightly", markdown=summary_markdown(result),
                              description="Finegate nightly run summary")
     return result
+
+
+def preflight(config: Config) -> None:
+    """Check what a run needs before it takes the lake's lock, starts a cluster or reads a
+    drop: the landing zone, label aliases, golden set, model folder and every expectation
+    suite. Raises :class:`PreflightError` naming each problem."""
+    problems = []
+    try:
+        list_drops(Path(config.landing_path))
+    except FileNotFoundError as err:
+        problems.append(str(err))
+    try:
+        label_lookup(config.label_set)
+    except ValueError as err:
+        problems.append(str(err))
+    golden, model = config.evaluation.golden_path, config.train.model_path
+    if golden and not Path(golden).is_file():
+        problems.append(f"evaluation.golden_path {golden} is not a file")
+    if model and not Path(model).is_dir():
+        problems.append(f"train.model_path {model} is not a folder")
+    try:
+        check_suites(config.expectations_path)
+    except SuiteError as err:
+        problems.append(str(err))
+    if problems:
+        raise PreflightError("Finegate did not start the run: " + " Also: ".join(problems))
 
 
 def this_run(lake: Lake) -> tuple[str, str]:
@@ -163,7 +211,8 @@ def summary_markdown(result: NightlyResult) -> str:
         f"- snapshot `{result.snapshot.digest[:16]}`: {result.snapshot.rows} rows at "
         f"`{result.snapshot.path}`",
         f"- accounting: read {a.rows_read} = curated {a.curated} + quarantined "
-        f"{a.quarantined} + duplicates {a.duplicates}",
+        f"{a.quarantined} + duplicates {a.duplicates}"
+        + (f" ({a.retracted} more read from retracted drops)" if a.retracted else ""),
         f"- drops ingested tonight: {', '.join(result.drops_ingested) or 'none'}",
         (f"- test accuracy {e.accuracy:.3f}, macro-F1 {e.macro_f1:.3f} on {e.test_rows} rows"
          if e else "- snapshot unchanged: training skipped"),

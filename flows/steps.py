@@ -7,14 +7,14 @@ in parallel do so on the flow's Dask client (``on_dask``).
 
 from __future__ import annotations
 
-import html
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -45,6 +45,7 @@ from finegate.core.results import (
     GateResult,
     IngestResult,
     LabelsResult,
+    LeakageResult,
     PromotionDecision,
     QualityResult,
     RegisterResult,
@@ -58,6 +59,7 @@ from finegate.tasks import (
     finetune,
     ingest,
     labels,
+    leakage,
     ledger,
     promote,
     quality,
@@ -66,6 +68,14 @@ from finegate.tasks import (
     snapshot,
     validate,
 )
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def markdown_text(text: str) -> str:
+    """User text for a Markdown artifact: every ASCII punctuation character backslash-escaped
+    (CommonMark), so it shows as written and never becomes HTML, a link, an image or emphasis."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
 @contextmanager
@@ -83,12 +93,23 @@ def plan_drops(landing: str, lake: Lake) -> ledger.DropPlan:
     return ledger.plan_drops(Path(landing), lake)
 
 
+@task(name="retract-drops")
+def retract_drops(lake: Lake, drops: list[str]) -> None:
+    """Mark drops removed from the landing zone as retracted: their rows leave the snapshot."""
+    for drop, rows in ledger.retract_drops(lake, drops).items():
+        get_run_logger().warning(
+            f"drop {drop} was removed from the landing zone: retracted, its {rows} rows leave "
+            "the snapshot (ledger.json keeps it, marked retracted; deliver it again to restore)")
+
+
 @task(name="ingest", task_run_name="ingest-{drop}", retries=1)
 def ingest_drop(lake: Lake, landing: str, drop: str, settings: DaskConfig) -> IngestResult:
-    """Parse one drop into bronze rows and quarantine."""
+    """Parse one drop into bronze rows and quarantine; stop if the reader lost rows."""
     with on_dask():
-        return ingest.ingest_drop(Path(landing), drop, lake,
-                                  txt_files_per_partition=settings.txt_files_per_partition)
+        ingested = ingest.ingest_drop(Path(landing), drop, lake,
+                                      txt_files_per_partition=settings.txt_files_per_partition)
+    quality.check_ingest_count(ingested)
+    return ingested
 
 
 @task(name="clean", task_run_name="clean-{drop}", retries=1)
@@ -126,11 +147,25 @@ def build_snapshot(lake: Lake, drops: list[str], duplicates: DedupResult,
         return snapshot.build_curated_snapshot(lake, drops, duplicates, reviewed, shares)
 
 
+@task(name="check-leakage")
+def check_leakage(lake: Lake, curated: SnapshotResult, golden_path: str, label_set: LabelSet,
+                  settings: DedupConfig) -> LeakageResult:
+    """Golden rows the snapshot also holds (looked up in the dedup index on the cluster)."""
+    with on_dask():
+        leaks = leakage.check_leakage(lake, curated, golden_path, label_set, settings)
+    if leaks.leaked_golden:
+        print(f"{len(leaks.leaked_golden)} of {leaks.golden_rows} golden rows are also in the "
+              f"snapshot ({leaks.leaked_by_split}); pairs: {leaks.leakage_path}")
+    return leaks
+
+
 @task(name="score-snapshot")
 def score_snapshot(lake: Lake, rows_read: int, curated: SnapshotResult, duplicates: DedupResult,
-                   reviewed: LabelsResult, label_names: list[str]) -> QualityResult:
+                   reviewed: LabelsResult, leaks: LeakageResult,
+                   label_names: list[str]) -> QualityResult:
     """The scorecard (also as a table artifact); fails if the accounting does not hold."""
-    scored = quality.write_scorecard(rows_read, curated, lake, label_names, duplicates, reviewed)
+    scored = quality.write_scorecard(rows_read, curated, lake, label_names, duplicates, reviewed,
+                                     retracted=ledger.retracted_rows(lake), leakage=leaks)
     create_table_artifact(key="finegate-scorecard",
                           table=quality.scorecard_table(read_json(Path(scored.scorecard_path))),
                           description=f"Quality scorecard of snapshot {curated.digest[:16]}")
@@ -151,11 +186,12 @@ def run_gate(lake: Lake, curated: SnapshotResult, scored: QualityResult, expecta
     except validate.QualityGateFailed as failure:
         write_report.fn(run)
         # found values are user data: escaped, so a label like <script> stays text
-        create_markdown_artifact(key="finegate-gate", markdown=f"# Quality gate: FAILED\n\n"
-                                 f"{html.escape(str(failure))}", description="Why the run stopped")
+        create_markdown_artifact(key="finegate-gate", description="Why the run stopped",
+                                 markdown=f"# Quality gate: FAILED\n\n"
+                                          f"{markdown_text(str(failure))}")
         raise
     record_history(lake, curated.digest, Path(scored.scorecard_path))
-    lines = [f"- warning: {html.escape(w)}" for w in result.warnings] or ["- no warnings"]
+    lines = [f"- warning: {markdown_text(w)}" for w in result.warnings] or ["- no warnings"]
     create_markdown_artifact(
         key="finegate-gate", description="Quality gate result",
         markdown="\n".join(["# Quality gate: passed", *lines,
@@ -201,10 +237,12 @@ def train_model(lake: Lake, curated: SnapshotResult, label_names: list[str],
 
 @task(name="evaluate")
 def evaluate_model(model_dir: str, data_path: str, run_dir: str, label_set: LabelSet,
-                   train: TrainConfig, settings: EvaluationConfig) -> EvaluationResult:
-    """Test-split and golden-set metrics, also as a table artifact."""
+                   train: TrainConfig, settings: EvaluationConfig,
+                   leaked_golden: list[int]) -> EvaluationResult:
+    """Test-split and golden-set metrics (leaked golden rows left out), also as a table."""
     result = evaluate.evaluate_model(model_dir, data_path, Path(run_dir), label_set=label_set,
-                                     train=train, evaluation=settings)
+                                     train=train, evaluation=settings,
+                                     leaked_golden=leaked_golden)
     create_table_artifact(key="finegate-evaluation",
                           table=evaluate.per_class_rows(result.report_path),
                           description=evaluate.headline(result))
@@ -238,7 +276,8 @@ def promote_model(registry: RegistrySettings, version: str, report_path: str,
 @task(name="recount")
 def recount(lake: Lake, rows_read: int, curated: SnapshotResult) -> Accounting:
     """Recount every row from disk at the end of the run; fail if any is lost."""
-    accounting = quality.account_rows(rows_read, curated, lake)
+    accounting = quality.account_rows(rows_read, curated, lake,
+                                      retracted=ledger.retracted_rows(lake))
     quality.check_accounting(accounting)
     return accounting
 

@@ -25,20 +25,29 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from finegate.core.config import DedupConfig
+from finegate.core.dedup_index import (
+    INDEX_SCHEMA,
+    INDEX_VERSION,
+    KEEP_ORDER,
+    KEY_COLUMNS,
+    ROOT_COLUMNS,
+    Rows,
+    gather,
+    minhash_config,
+    scan_index,
+)
 from finegate.core.lake import Lake, read_json, write_json
 from finegate.core.minhash import MinhashConfig, band_keys, signatures
-from finegate.core.near_dedup import UnionFind, candidate_pairs, verified_pairs
+from finegate.core.near_dedup import UnionFind, candidate_pairs
 from finegate.core.results import DedupResult
 from finegate.core.schemas import (
     CONFLICTS_SCHEMA,
@@ -46,28 +55,6 @@ from finegate.core.schemas import (
     DUPLICATES_SCHEMA,
     write_parquet,
 )
-
-KEY_COLUMNS = ["id", "drop", "source", "position", "label", "text_hash"]
-KEEP_ORDER = ["drop", "id", "source", "position"]
-ROOT_COLUMNS = ["root_id", "root_drop", "root_source", "root_position", "root_label"]
-INDEX_VERSION = 2  # stored with the index: another version rebuilds it
-INDEX_SCHEMA = pa.schema([(c, pa.int64() if c.endswith("position") else pa.string())
-                          for c in [*KEY_COLUMNS, *ROOT_COLUMNS]])
-
-
-@dataclass(frozen=True)
-class Rows:
-    """Rows being deduplicated: their keys (a frame in keep order) and MinHash signatures."""
-
-    keys: pd.DataFrame
-    signatures: np.ndarray
-
-
-def minhash_config(settings: DedupConfig) -> MinhashConfig:
-    """The MinHash settings of the dedup section."""
-    return MinhashConfig(shingle_size=settings.shingle_size, num_perm=settings.num_perm,
-                         threshold=settings.threshold)
-
 
 # --- the index: which drops are in it, and whether it still matches the lake ---------------
 
@@ -128,35 +115,6 @@ def hash_partition(silver_file: str, config: MinhashConfig) -> Rows:
     return Rows(frame[KEY_COLUMNS].astype(object), signatures(frame["text"].tolist(), config))
 
 
-def match_indexed(index_file: str, hashes: pa.Array, ids: pa.Array, keys: pa.Array,
-                  num_perm: int) -> Rows:
-    """Rows of one indexed drop that share a content hash, an id or a band key with the new
-    rows; only their signatures are read in full."""
-    bands = [c for c in pq.read_schema(index_file).names if c.startswith("band_")]
-    table = pq.read_table(index_file, columns=["text_hash", "id", *bands])
-    hit = pc.or_(pc.is_in(table["text_hash"], value_set=hashes),
-                 pc.is_in(table["id"], value_set=ids))
-    for band in bands:
-        hit = pc.or_(hit, pc.is_in(table[band], value_set=keys))
-    rows = np.flatnonzero(hit.to_numpy())
-    if not len(rows):
-        return Rows(pd.DataFrame(columns=[*KEY_COLUMNS, *ROOT_COLUMNS]),
-                    np.empty((0, num_perm), np.uint32))
-    found = pq.read_table(index_file, columns=[*KEY_COLUMNS, *ROOT_COLUMNS, "signature"]).take(rows)
-    matrix = found["signature"].combine_chunks().flatten().to_numpy().reshape(len(rows), -1)
-    return Rows(found.drop_columns(["signature"]).to_pandas().astype(object), matrix)
-
-
-def gather(parts: list[Rows], num_perm: int, columns: list[str] = KEY_COLUMNS) -> Rows:
-    """One :class:`Rows` from several, sorted in keep order."""
-    keys = pd.concat([p.keys for p in parts if len(p.keys)], ignore_index=True) \
-        if any(len(p.keys) for p in parts) else pd.DataFrame(columns=columns)
-    matrix = np.concatenate([p.signatures for p in parts]) if parts else \
-        np.empty((0, num_perm), np.uint32)
-    order = keys.sort_values(KEEP_ORDER, kind="stable").index.to_numpy()
-    return Rows(keys.loc[order].reset_index(drop=True), matrix[order])
-
-
 def hash_drop(lake: Lake, drop: str, config: MinhashConfig) -> Rows:
     """The new drop's keys and signatures, computed per partition on the cluster."""
     import dask
@@ -168,33 +126,28 @@ def hash_drop(lake: Lake, drop: str, config: MinhashConfig) -> Rows:
 
 def indexed_matches(lake: Lake, indexed: list[str], new: Rows, config: MinhashConfig) -> Rows:
     """Indexed rows of earlier drops that may duplicate a new row (scanned on the cluster)."""
-    import dask
-
-    if not len(new.keys) or not indexed:
-        return gather([], config.num_perm, [*KEY_COLUMNS, *ROOT_COLUMNS])
-    hashes = pa.array(new.keys["text_hash"].unique())
-    ids = pa.array(new.keys["id"].astype(str).unique())
-    keys = pa.array(np.unique(band_keys(new.signatures, config)))
-    files = [str(lake.dedup_index / "rows" / f"{d}.parquet") for d in indexed]
-    parts = dask.compute(*[dask.delayed(match_indexed)(f, hashes, ids, keys, config.num_perm)
-                           for f in files])
-    return gather(list(parts), config.num_perm, [*KEY_COLUMNS, *ROOT_COLUMNS])
+    return scan_index(lake, indexed if len(new.keys) else [],
+                      list(new.keys["text_hash"].unique()),
+                      list(new.keys["id"].astype(str).unique()), new.signatures, config)
 
 
 # --- deciding the new rows (one process; memory grows with the drop) ----------------------
 
 
+ROOT_KEYS = ["root_id", "root_drop", "root_source", "root_position", "root_label"]
+
+
 def root_records(old: Rows) -> pd.DataFrame:
     """The distinct kept rows of the old rows' clusters, in keep order."""
-    roots = old.keys[ROOT_COLUMNS].drop_duplicates(["root_source", "root_position"])
-    roots = roots.rename(columns={c: c.removeprefix("root_") for c in ROOT_COLUMNS})
+    roots = old.keys[ROOT_KEYS].drop_duplicates(["root_source", "root_position"])
+    roots = roots.rename(columns={c: c.removeprefix("root_") for c in ROOT_KEYS})
     return roots.sort_values(KEEP_ORDER, kind="stable").reset_index(drop=True)
 
 
-def decide(new: Rows, old: Rows, config: MinhashConfig, logged: set[tuple[str, int]],
+def decide(new: Rows, old: Rows, settings: DedupConfig, logged: set[tuple[str, int]],
            ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The duplicates found tonight (new rows, and old rows a newer version replaces), and
-    the kept row of every new row's cluster (``ROOT_COLUMNS``)."""
+    for every new row the kept row of its cluster and its split anchor (``ROOT_COLUMNS``)."""
     roots = root_records(old)
     n_roots = len(roots)
     node_of_root = {key: n for n, key in enumerate(zip(roots["source"], roots["position"],
@@ -205,28 +158,54 @@ def decide(new: Rows, old: Rows, config: MinhashConfig, logged: set[tuple[str, i
     clusters = UnionFind(n_roots + len(new.keys))
     exact = link_exact(new, old, old_node, n_roots, clusters)
     superseded_new, superseded_old = superseded_ids(new, old, exact, logged)
-    link_near(new, old, old_node, n_roots, clusters, config,
-              skip=exact | superseded_new)
-    nodes = pd.concat([roots, new.keys[KEY_COLUMNS[:-1]]], ignore_index=True)
-    found, root_of_new = [], []
-    for i, row in enumerate(new.keys.itertuples(index=False)):
-        root = nodes.iloc[clusters.find(n_roots + i)]
+    related = link_near(new, old, old_node, n_roots, clusters, settings,
+                        skip=exact | superseded_new)
+    nodes = pd.concat([roots, new.keys[KEY_COLUMNS[:-1]]], ignore_index=True).to_dict("records")
+    found, root_of_new, anchors = [], [], split_anchors(new, old, related)
+    for i, row in enumerate(new.keys.to_dict("records")):
+        node = clusters.find(n_roots + i)
+        root = nodes[node]
+        anchor = anchors[node - n_roots] if node >= n_roots else anchor_of(old, root)
         root_of_new.append([root["id"], root["drop"], root["source"], root["position"],
-                            root["label"]])
+                            root["label"], anchor])
         if superseded_new[i]:
-            found.append(id_duplicate(row._asdict(), new.keys))
-        elif clusters.find(n_roots + i) != n_roots + i:
-            found.append(content_duplicate(row._asdict(), root, exact[i], config.threshold))
+            found.append(id_duplicate(row, new.keys))
+        elif node != n_roots + i:
+            found.append(content_duplicate(row, root, exact[i], settings.threshold))
     found += [id_duplicate(r, new.keys) for r in superseded_old]
     duplicates = pd.DataFrame(found, columns=DUPLICATE_COLUMNS)
     return duplicates, pd.DataFrame(root_of_new, columns=ROOT_COLUMNS)
 
 
-def find_duplicates(rows: Rows, config: MinhashConfig) -> pd.DataFrame:
+def anchor_of(old: Rows, root: dict[str, Any]) -> str:
+    """The split anchor of an old cluster's kept row (its own id if it was not matched)."""
+    same = (old.keys["source"] == root["source"]) & (old.keys["position"] == root["position"])
+    return old.keys.loc[same, "split_anchor"].iloc[0] if same.any() else root["id"]
+
+
+def split_anchors(new: Rows, old: Rows, related: list[tuple[int, int, bool]]) -> list[str]:
+    """Per new row, the id whose split it takes: the anchor of the earliest earlier row it is
+    related to (old rows first, in keep order), else its own id. Old rows never change."""
+    earliest: dict[int, tuple[int, int, bool]] = {}
+    for i, j, is_old in related:  # (new row, earlier row, whether the earlier row is old)
+        rank = (0 if is_old else 1, j)
+        if i not in earliest or rank < earliest[i][:2]:
+            earliest[i] = (*rank, is_old)
+    anchors: list[str] = []
+    for i, row_id in enumerate(new.keys["id"].astype(str)):
+        if i not in earliest:
+            anchors.append(row_id)
+        else:
+            _, j, is_old = earliest[i]
+            anchors.append(old.keys["split_anchor"].iloc[j] if is_old else anchors[j])
+    return anchors
+
+
+def find_duplicates(rows: Rows, settings: DedupConfig) -> pd.DataFrame:
     """The duplicates among one batch of rows (in keep order), with nothing indexed before."""
     none = Rows(pd.DataFrame(columns=[*KEY_COLUMNS, *ROOT_COLUMNS]),
-                np.empty((0, config.num_perm), np.uint32))
-    return decide(rows, none, config, set())[0]
+                np.empty((0, settings.num_perm), np.uint32))
+    return decide(rows, none, settings, set())[0]
 
 
 def link_exact(new: Rows, old: Rows, old_node: np.ndarray, n_roots: int,
@@ -262,23 +241,39 @@ def superseded_ids(new: Rows, old: Rows, exact: np.ndarray, logged: set[tuple[st
 
 
 def link_near(new: Rows, old: Rows, old_node: np.ndarray, n_roots: int, clusters: UnionFind,
-              config: MinhashConfig, skip: np.ndarray) -> None:
-    """Join new rows to the clusters of the earlier rows they near-duplicate."""
+              settings: DedupConfig, skip: np.ndarray) -> list[tuple[int, int, bool]]:
+    """Join new rows to the clusters of earlier rows they near-duplicate; return the related
+    pairs (new row, earlier row, earlier row is old) for the split anchors."""
+    config = minhash_config(settings)
     live = np.flatnonzero(~skip)
     new_keys = band_keys(new.signatures[live], config)
+    related: list[tuple[int, int, bool]] = []
     if len(old.keys):
-        pairs = verified_pairs(new.signatures[live], old.signatures,
-                               candidate_pairs(new_keys, band_keys(old.signatures, config)),
-                               config.threshold)
-        for i, j in pairs:
-            clusters.union(int(old_node[j]), n_roots + int(live[i]))
-    pairs = verified_pairs(new.signatures[live], new.signatures[live],
-                           candidate_pairs(new_keys), config.threshold)
-    for i, j in pairs:
-        clusters.union(n_roots + int(live[i]), n_roots + int(live[j]))
+        pairs = candidate_pairs(new_keys, band_keys(old.signatures, config))
+        for i, j, similar in similar_pairs(new.signatures[live], old.signatures, pairs):
+            if settings.near and similar >= settings.threshold:
+                clusters.union(int(old_node[j]), n_roots + int(live[i]))
+            if similar >= settings.related_threshold:
+                related.append((int(live[i]), int(j), True))
+    pairs = candidate_pairs(new_keys)
+    for i, j, similar in similar_pairs(new.signatures[live], new.signatures[live], pairs):
+        if settings.near and similar >= settings.threshold:
+            clusters.union(n_roots + int(live[i]), n_roots + int(live[j]))
+        if similar >= settings.related_threshold:  # the later row takes the earlier's split
+            related.append((int(live[j]), int(live[i]), False))
+    return related
 
 
-def content_duplicate(row: dict[str, Any], root: pd.Series, exact: bool,
+def similar_pairs(a: np.ndarray, b: np.ndarray, pairs: np.ndarray,
+                  ) -> list[tuple[int, int, float]]:
+    """Candidate pairs with their estimated Jaccard similarity."""
+    if not len(pairs):
+        return []
+    similarity = (a[pairs[:, 0]] == b[pairs[:, 1]]).mean(axis=1)
+    return [(int(i), int(j), float(s)) for (i, j), s in zip(pairs, similarity, strict=True)]
+
+
+def content_duplicate(row: dict[str, Any], root: dict[str, Any], exact: bool,
                       threshold: float) -> dict[str, Any]:
     """The log entry of a row that repeats the content of its cluster's kept row."""
     if exact:
@@ -350,12 +345,13 @@ def logged_rows(lake: Lake) -> set[tuple[str, int]]:
     return set(zip(table["source"], table["position"], strict=True))
 
 
-def index_drop(lake: Lake, drop: str, indexed: list[str], config: MinhashConfig) -> int:
+def index_drop(lake: Lake, drop: str, indexed: list[str], settings: DedupConfig) -> int:
     """Decide one new drop against the indexed ones; write its log, conflicts and index rows.
     Returns the rows hashed."""
+    config = minhash_config(settings)
     new = hash_drop(lake, drop, config)
     old = indexed_matches(lake, indexed, new, config)
-    duplicates, roots = decide(new, old, config, logged_rows(lake))
+    duplicates, roots = decide(new, old, settings, logged_rows(lake))
     all_roots = pd.concat([roots, old.keys[ROOT_COLUMNS]], ignore_index=True)
     conflicts = conflicts_of(duplicates, all_roots, lake.dedup / "duplicates")
     write_parquet(duplicates, lake.dedup / "duplicates", DUPLICATES_SCHEMA, f".{drop}.tmp")
@@ -371,12 +367,11 @@ def index_drop(lake: Lake, drop: str, indexed: list[str], config: MinhashConfig)
 def dedup_drops(lake: Lake, drops: list[str], settings: DedupConfig) -> DedupResult:
     """Deduplicate the history incrementally: index the drops not yet indexed, each against
     the earlier ones; return the counts over the whole history."""
-    config = minhash_config(settings)
     new = drops_to_index(lake, sorted(drops), settings)
     indexed = [d for d in sorted(drops) if d not in new]
     hashed = 0
     for drop in new:
-        hashed += index_drop(lake, drop, indexed, config)
+        hashed += index_drop(lake, drop, indexed, settings)
         record_indexed(lake, drop, settings)
         indexed.append(drop)
     for folder in ("duplicates", "conflicts"):

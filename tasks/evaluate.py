@@ -83,10 +83,14 @@ def evaluate_set(model_dir: str, texts: list[str], truth: list[str], labels: lis
 
 
 def evaluate_model(model_dir: str, data_path: str, out_dir: Path, *, label_set: LabelSet,
-                   train: TrainConfig, evaluation: EvaluationConfig) -> EvaluationResult:
+                   train: TrainConfig, evaluation: EvaluationConfig,
+                   leaked_golden: list[int] | None = None) -> EvaluationResult:
     """Score the model on the test split and the golden set; write ``evaluation.json``.
 
-    The model is scored on the device and at the sequence length it was trained with.
+    The model is scored on the device and at the sequence length it was trained with. Golden
+    rows found in the snapshot (``leaked_golden``, from the leakage check) are left out of the
+    golden metric, so promotion is never decided on a leaked row; the score with them is kept
+    beside it (``golden.with_leaked_rows``) to show what they would have changed.
     """
     device = pick_device(train.device)
     max_length, labels = eval_max_length(train, device), list(label_set.labels)
@@ -96,8 +100,15 @@ def evaluate_model(model_dir: str, data_path: str, out_dir: Path, *, label_set: 
                        "data_path": data_path}}
     if evaluation.golden_path:
         golden_texts, golden_truth = read_golden(evaluation.golden_path, label_set)
-        report["golden"] = evaluate_set(model_dir, golden_texts, golden_truth, labels, "golden",
-                                        out_dir, max_length=max_length, device=device)
+        leaked = sorted(set(leaked_golden or []))
+        keep = [i for i in range(len(golden_texts)) if i not in set(leaked)]
+        report["golden"] = {**evaluate_set(
+            model_dir, [golden_texts[i] for i in keep], [golden_truth[i] for i in keep], labels,
+            "golden", out_dir, max_length=max_length, device=device), "excluded_rows": leaked}
+        if leaked:  # what the leaked rows would have made of the score
+            report["golden"]["with_leaked_rows"] = with_leaked_rows(
+                report["golden"], keep, leaked, golden_truth, labels,
+                predict(model_dir, [golden_texts[i] for i in leaked], max_length, device))
     path = write_json(out_dir / "evaluation.json", report)
     golden = report.get("golden")
     return EvaluationResult(accuracy=report["test"]["accuracy"],
@@ -105,6 +116,19 @@ def evaluate_model(model_dir: str, data_path: str, out_dir: Path, *, label_set: 
                             report_path=str(path),
                             golden_macro_f1=golden["macro_f1"] if golden else None,
                             golden_rows=golden["rows"] if golden else 0)
+
+
+def with_leaked_rows(golden: dict[str, Any], keep: list[int], leaked: list[int],
+                     truth: list[str], labels: list[str], leaked_predictions: list[str],
+                     ) -> dict[str, Any]:
+    """Accuracy and macro-F1 over the whole golden set, leaked rows included."""
+    predicted = dict(zip(keep, golden["predictions"], strict=True))
+    predicted.update(zip(leaked, leaked_predictions, strict=True))
+    rows = sorted(predicted)
+    metrics = classification_metrics([truth[i] for i in rows], [predicted[i] for i in rows],
+                                     labels)
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "rows": len(rows),
+            "leaked_rows": len(leaked)}
 
 
 def per_class_rows(report_path: str | Path) -> list[dict[str, Any]]:

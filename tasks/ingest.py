@@ -2,15 +2,22 @@
 
 Reads JSONL, CSV, Parquet and folders of ``.txt`` files (the folder name is the label) with Dask,
 one partition per file (``.txt`` files are grouped). A row that cannot be parsed, or lacks text or
-label, goes to quarantine with its raw content and a reason; nothing is dropped silently.
+label, goes to quarantine with its raw content and a reason; nothing is dropped silently. A file
+that cannot be read as rows at all (outside the landing zone, unsupported, corrupt, UTF-16
+without a byte-order mark, a CSV header without the required columns) is one quarantine row.
+Files are UTF-8, UTF-16/32 with a BOM, or else cp1252 (flagged); a CSV delimited by ``;``, tab
+or ``|`` is recognised from its header. Rows read are counted from each file independently of
+its parser (:func:`count_rows`), so a reader that loses a row cannot hide it.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +34,71 @@ from finegate.core.schemas import BRONZE_COLUMNS, BRONZE_SCHEMA, write_parquet
 SUPPORTED_SUFFIXES = {".jsonl", ".csv", ".parquet", ".txt"}
 # Columns of a parsed partition: bronze rows and quarantined rows share one frame until written.
 PARSED_COLUMNS = [*BRONZE_COLUMNS, "reason", "raw"]
+# A CSV header needs a text column and a label (or annotator votes) column.
+CSV_DELIMITERS = ",;\t|"
+DELIMITER_NAMES = {"\t": "tab"}
+SNIFF_CHARS = 8192
+# Checked in this order: a UTF-32-LE BOM starts with the UTF-16-LE one.
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+RAW_CHARS = 10_000  # raw content kept with a file quarantined whole
+
+
+class FileProblem(Exception):
+    """A landing file quarantined whole, as one row with this reason (and its raw start)."""
+
+    def __init__(self, reason: str, raw: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.raw = reason, raw
 
 
 def decode_bytes(data: bytes) -> tuple[str, list[str]]:
-    """Decode UTF-8 (with or without BOM); fall back to cp1252 and flag the row."""
+    """Decode UTF-8 (with or without BOM), or UTF-16/32 with a BOM (rows flagged
+    ``decoded_utf-16``/``decoded_utf-32``); fall back to cp1252 and flag the rows.
+
+    Raises :class:`FileProblem` for bytes that look like UTF-16/32 without a BOM (many NUL
+    bytes in a regular pattern): guessed as cp1252 they would become one bad row per line.
+    """
+    # FF FE 00 00 is the UTF-32-LE mark, or the UTF-16-LE one before a NUL: both are tried
+    marked = [codec for mark, codec in BOMS if data.startswith(mark)]
+    for codec in marked:
+        try:
+            return data.decode(codec), [f"decoded_{codec}"]
+        except UnicodeDecodeError as err:
+            problem = (f"file starts with a {marked[0].upper()} byte-order mark but is not valid "
+                       f"{codec.upper()} ({err.reason} at byte {err.start}); re-save it as UTF-8 "
+                       "and deliver it again")
+    if marked:
+        raise FileProblem(problem)
+    suspected = wide_encoding(data)
+    if suspected:
+        raise FileProblem(f"file looks like {suspected} without a byte-order mark "
+                          f"({data[:4096].count(0) / len(data[:4096]):.0%} NUL bytes); re-save "
+                          f"it as UTF-8, or as {suspected} with a BOM, and deliver it again")
     try:
         return data.decode("utf-8-sig"), []
     except UnicodeDecodeError:
         return data.decode("cp1252", errors="replace"), ["decoded_cp1252"]
+
+
+def wide_encoding(data: bytes) -> str | None:
+    """``UTF-16-LE``/``-BE`` or ``UTF-32-LE``/``-BE`` when the first 4 KB have NUL bytes in
+    the pattern of mostly-ASCII text in that encoding, else None (UTF-8 text has no NULs)."""
+    sample = data[:4096]
+    if len(sample) < 16 or sample.count(0) < len(sample) // 3:
+        return None
+
+    def nul_share(offset: int, step: int) -> float:
+        lane = sample[offset::step]
+        return lane.count(0) / len(lane)
+
+    for step, name in ((4, "UTF-32"), (2, "UTF-16")):
+        shares = [nul_share(lane, step) for lane in range(step)]
+        text_lanes = [lane for lane, share in enumerate(shares) if share <= 0.1]
+        if (text_lanes in ([0], [step - 1])
+                and all(s >= 0.7 for lane, s in enumerate(shares) if lane != text_lanes[0])):
+            return f"{name}-{'LE' if text_lanes == [0] else 'BE'}"
+    return None
 
 
 def stable_id(given: Any, source_key: str, position: int, text: str) -> str:
@@ -93,35 +157,99 @@ def _file_problem(reason: str, *, drop: str, source: str, raw: str) -> dict[str,
             "drop": drop, "source": source, "position": 0, "raw": raw, "reason": reason}
 
 
-def parse_file(path: Path, landing: Path, drop: str) -> list[dict[str, Any]]:
-    """Parse one landing file into rows (good and quarantined)."""
-    source_key = path.relative_to(landing).as_posix()
-    source = (landing.resolve() / source_key).as_uri()
-    common = {"drop": drop, "source": source, "source_key": source_key}
+@dataclass(frozen=True)
+class LandingFile:
+    """One landing file, opened: its decoded text (or Parquet records) and what decoding found."""
+
+    suffix: str
+    text: str = ""
+    flags: tuple[str, ...] = ()
+    delimiter: str = ","  # CSV only
+    records: list[Any] | None = None  # Parquet only
+    footer_rows: int = 0  # Parquet only: the row count in the file's metadata
+
+
+def open_landing_file(path: Path, landing: Path) -> LandingFile:
+    """Read and decode one landing file; raise :class:`FileProblem` when it is quarantined
+    whole (outside the landing zone, unsupported, unreadable, undecodable, a CSV without the
+    required columns)."""
     suffix = path.suffix.lower()
     if not inside(path, landing):
-        return [_file_problem(f"file resolves outside the landing zone ({path.resolve()}); "
-                              "symlinks out of the landing zone are not read", drop=drop,
-                              source=source, raw="")]
+        raise FileProblem(f"file resolves outside the landing zone ({path.resolve()}); "
+                          "symlinks out of the landing zone are not read")
     try:
+        if suffix not in SUPPORTED_SUFFIXES:
+            with path.open("rb") as handle:
+                raw = handle.read(RAW_CHARS).decode("utf-8", errors="replace")
+            raise FileProblem(f"unsupported file type {suffix or '(none)'}; supported: "
+                              f"{', '.join(sorted(SUPPORTED_SUFFIXES))}", raw=raw)
         if suffix == ".parquet":
-            records = pq.read_table(path).to_pylist()
-            return [_row(rec, position=i, raw=json.dumps(rec, default=str), flags=[], **common)
-                    for i, rec in enumerate(records)]
+            return LandingFile(suffix, records=pq.read_table(path).to_pylist(),
+                               footer_rows=pq.read_metadata(path).num_rows)
         text, flags = decode_bytes(path.read_bytes())
     except (OSError, pa.ArrowException) as err:
-        return [_file_problem(f"unreadable {suffix or 'file'}: {err}", drop=drop, source=source,
-                              raw="")]
-    if suffix == ".txt":
-        record = {"text": text, "label": path.parent.name}
-        return [_row(record, position=0, raw=text, flags=flags, **common)]
-    if suffix == ".jsonl":
-        return _parse_jsonl(text, flags, common)
+        raise FileProblem(f"unreadable {suffix or 'file'}: {err}") from err
     if suffix == ".csv":
-        return _parse_csv(text, flags, common)
-    return [_file_problem(f"unsupported file type {suffix or '(none)'}; supported: "
-                          f"{', '.join(sorted(SUPPORTED_SUFFIXES))}", drop=drop, source=source,
-                          raw=text[:10_000])]
+        delimiter = csv_delimiter(text)
+        if delimiter != ",":
+            flags.append(f"csv_delimiter:{DELIMITER_NAMES.get(delimiter, delimiter)}")
+        return LandingFile(suffix, text, tuple(flags), delimiter)
+    return LandingFile(suffix, text, tuple(flags))
+
+
+def read_file(path: Path, landing: Path, drop: str) -> tuple[list[dict[str, Any]], int]:
+    """Rows parsed from one landing file (good and quarantined), and the rows the file holds,
+    counted without the parser (:func:`count_rows`): the two must agree."""
+    source_key = path.relative_to(landing).as_posix()
+    source = (landing.resolve() / source_key).as_uri()
+    try:
+        opened = open_landing_file(path, landing)
+    except FileProblem as problem:
+        return [_file_problem(problem.reason, drop=drop, source=source, raw=problem.raw)], 1
+    common = {"drop": drop, "source": source, "source_key": source_key}
+    flags = list(opened.flags)
+    if opened.suffix == ".parquet":
+        rows = [_row(rec, position=i, raw=json.dumps(rec, default=str), flags=[], **common)
+                for i, rec in enumerate(opened.records or [])]
+    elif opened.suffix == ".txt":
+        record = {"text": opened.text, "label": path.parent.name}
+        rows = [_row(record, position=0, raw=opened.text, flags=flags, **common)]
+    elif opened.suffix == ".jsonl":
+        rows = _parse_jsonl(opened.text, flags, common)
+    else:
+        rows = _parse_csv(opened.text, flags, common, opened.delimiter)
+    return rows, count_rows(opened)
+
+
+def parse_file(path: Path, landing: Path, drop: str) -> list[dict[str, Any]]:
+    """Parse one landing file into rows (good and quarantined)."""
+    return read_file(path, landing, drop)[0]
+
+
+def count_rows(opened: LandingFile) -> int:
+    """The rows a file holds, counted from the file alone: non-empty lines of a JSONL file
+    (split on "\\n" only), CSV records after the header, the Parquet footer's row count, one per
+    ``.txt`` file. What the parser returns must add up to this."""
+    if opened.suffix == ".parquet":
+        return opened.footer_rows
+    if opened.suffix == ".txt":
+        return 1
+    if opened.suffix == ".jsonl":
+        return sum(1 for line in opened.text.split("\n") if line.strip())
+    return count_csv_records(opened.text, opened.delimiter)
+
+
+def count_csv_records(text: str, delimiter: str = ",") -> int:
+    """Non-empty records after the header, as the csv module reads them; a CSV error ends the
+    file, and what is left of it is one (quarantined) record."""
+    records = 0
+    reader = _csv_reader(text, delimiter)
+    try:
+        for fields in reader:
+            records += bool(fields)
+    except csv.Error:
+        return max(records - 1, 0) + 1
+    return max(records - 1, 0)
 
 
 def _parse_jsonl(text: str, flags: list[str], common: dict[str, str]) -> list[dict[str, Any]]:
@@ -143,9 +271,43 @@ def _parse_jsonl(text: str, flags: list[str], common: dict[str, str]) -> list[di
     return rows
 
 
-def _parse_csv(text: str, flags: list[str], common: dict[str, str]) -> list[dict[str, Any]]:
-    csv.field_size_limit(2**31 - 1)
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _csv_reader(text: str, delimiter: str) -> Any:
+    csv.field_size_limit(2**31 - 1)  # a 5 MB article is one field
+    return csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+
+
+def has_required_columns(header: list[str]) -> bool:
+    """Whether a CSV header has a ``text`` column and a ``label`` or ``annotator_labels`` one."""
+    return "text" in header and ("label" in header or "annotator_labels" in header)
+
+
+def csv_delimiter(text: str) -> str:
+    """The delimiter whose header row has the required columns: ``,`` unless the header shows
+    another (sniffed among ``, ; tab |``); raise :class:`FileProblem` when none has them."""
+    def header(delimiter: str) -> list[str]:
+        try:
+            return next(_csv_reader(text, delimiter), [])
+        except csv.Error:
+            return []
+
+    if not text.strip() or has_required_columns(header(",")):
+        return ","  # an empty file has no rows, not a bad header
+    try:
+        sniffed = csv.Sniffer().sniff(text[:SNIFF_CHARS], delimiters=CSV_DELIMITERS).delimiter
+    except csv.Error:
+        sniffed = ""
+    for delimiter in dict.fromkeys(sniffed + CSV_DELIMITERS):
+        if has_required_columns(header(delimiter)):
+            return delimiter
+    raise FileProblem(
+        f"CSV header {header(',')!r} has no 'text' column and 'label' (or 'annotator_labels') "
+        "column with any of the delimiters , ; tab |; the first row must name the columns",
+        raw=text[:RAW_CHARS])
+
+
+def _parse_csv(text: str, flags: list[str], common: dict[str, str],
+               delimiter: str = ",") -> list[dict[str, Any]]:
+    reader = _csv_reader(text, delimiter)
     rows: list[dict[str, Any]] = []
     try:
         header = next(reader, None)
@@ -154,7 +316,7 @@ def _parse_csv(text: str, flags: list[str], common: dict[str, str]) -> list[dict
         for fields in reader:
             if not fields:
                 continue
-            raw = _csv_line(fields)
+            raw = _csv_line(fields, delimiter)
             if len(fields) != len(header):
                 rows.append({**_file_problem(
                     f"CSV row has {len(fields)} fields, header has {len(header)}",
@@ -170,16 +332,15 @@ def _parse_csv(text: str, flags: list[str], common: dict[str, str]) -> list[dict
     return rows
 
 
-def _csv_line(fields: list[str]) -> str:
+def _csv_line(fields: list[str], delimiter: str = ",") -> str:
     """A CSV row as it reads in a file, quoting kept (the raw content kept in quarantine)."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(fields)
+    csv.writer(buffer, delimiter=delimiter, lineterminator="").writerow(fields)
     return buffer.getvalue()
 
 
-def parse_files(paths: list[str], landing: str, drop: str) -> pd.DataFrame:
-    """Parse a group of files into one partition frame with ``PARSED_COLUMNS``."""
-    rows = [row for p in paths for row in parse_file(Path(p), Path(landing), drop)]
+def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Parsed rows as one partition frame with ``PARSED_COLUMNS``."""
     frame = pd.DataFrame(rows, columns=PARSED_COLUMNS)
     return frame.astype({"position": "int64"}).astype(
         {c: object for c in PARSED_COLUMNS if c != "position"}
@@ -195,18 +356,28 @@ def plan_partitions(files: list[Path], txt_files_per_partition: int) -> list[lis
 
 
 def _ingest_partition(paths: list[str], landing: str, drop: str, bronze: str, quarantine: str,
-                      name: str) -> tuple[int, int]:
-    frame = parse_files(paths, landing, drop)
+                      name: str) -> tuple[int, int, int, list[str]]:
+    rows: list[dict[str, Any]] = []
+    counted, miscounted = 0, []
+    for path in paths:
+        parsed, count = read_file(Path(path), Path(landing), drop)
+        if len(parsed) != count:
+            miscounted.append(f"{Path(path).relative_to(landing).as_posix()} holds {count} "
+                              f"row(s), the reader returned {len(parsed)}")
+        rows += parsed
+        counted += count
+    frame = rows_frame(rows)
     bad = frame["reason"].notna()
     good = write_parquet(frame.loc[~bad], Path(bronze), BRONZE_SCHEMA, name)
     rejected = reject(frame.loc[bad], "ingest", frame.loc[bad, "reason"])
-    return good, write_quarantine(rejected, Path(quarantine), name)
+    return good, write_quarantine(rejected, Path(quarantine), name), counted, miscounted
 
 
 def ingest_drop(landing: Path, drop: str, lake: Lake, *, txt_files_per_partition: int = 128,
                 ) -> IngestResult:
     """Parse one drop in parallel partitions (on the current Dask client); write bronze and
-    ingest quarantine Parquet."""
+    ingest quarantine Parquet. ``rows_read`` is counted from the files, not from the parser;
+    files where the two disagree are listed in ``miscounted``."""
     import dask
 
     files = sorted(p for p in (landing / drop).rglob("*") if p.is_file())
@@ -216,9 +387,9 @@ def ingest_drop(landing: Path, drop: str, lake: Lake, *, txt_files_per_partition
             dask.delayed(_ingest_partition)(paths, str(landing), drop, str(bronze),
                                             str(quarantine), f"part-{i:05d}")
             for i, paths in enumerate(partitions)])
-    rows_bronze = sum(good for good, _ in counts)
-    rows_quarantined = sum(bad for _, bad in counts)
     return IngestResult(drop=drop, bronze_path=str(lake.bronze(drop)),
                         quarantine_path=str(lake.quarantine(drop, "ingest")),
-                        rows_read=rows_bronze + rows_quarantined, rows_bronze=rows_bronze,
-                        rows_quarantined=rows_quarantined)
+                        rows_read=sum(c[2] for c in counts),
+                        rows_bronze=sum(c[0] for c in counts),
+                        rows_quarantined=sum(c[1] for c in counts),
+                        miscounted=[m for c in counts for m in c[3]])

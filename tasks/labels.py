@@ -6,11 +6,30 @@ label quality score, a suggested label and an issue flag; the configured policy 
 (to quarantine, with the reason), ``relabel``s (when the model is confident) or ``flag``s it.
 Annotators: per-row agreement with the consensus, the share of unanimous rows, Krippendorff's α
 (nominal) and, where annotator ids exist, each annotator's agreement with the consensus.
+
+A night costs its drop: decisions are kept per drop (``labels/drop-<drop>.parquet``) beside a
+state file (``labels/_state.json``: the silver files and dedup log each drop was reviewed
+against, the settings, per-drop counts), and a night judges only the rows of new or
+re-ingested drops. Above ``joint_rows`` earlier rows, one model fitted on a stratified sample
+of at most ``sample_rows`` of them scores the new rows, which it never saw, and cleanlab judges
+the new rows on those scores (one fit instead of k; measured in BENCHMARKS.md). Up to
+``joint_rows`` earlier rows (or with too few new rows to judge alone), the new rows are fitted
+out-of-fold together with the earlier rows (a sample of ``joint_rows`` of them, if more): below
+that cap, exactly a full review's verdicts. The whole history is re-reviewed when the settings
+change, every ``full_review_every`` nights, or when the new rows' label shares drift from the
+history's. Rows that dedup removes later leave their drop's decisions.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import zlib
 from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,32 +37,69 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from finegate.core.config import LabelsConfig
-from finegate.core.lake import Lake
+from finegate.core.lake import Lake, read_json, write_json
 from finegate.core.quarantine import reject, write_quarantine
 from finegate.core.results import Annotation, DedupResult, LabelsResult
-from finegate.core.schemas import DECISIONS_SCHEMA, row_keys, write_parquet
+from finegate.core.schemas import DECISIONS_SCHEMA, parquet_rows, write_parquet
 from finegate.core.text import consensus
 
 MIN_ROWS_FOR_NOISE = 20
+# Judged on their own, new rows set cleanlab's per-label thresholds: fewer than this many are
+# fitted out-of-fold together with a sample of the history instead.
+MIN_ROWS_HELD_OUT = 1_000
+STATE_FILE = "_state.json"  # a leading "_": Parquet readers of the folder skip it
+STATE_VERSION = 1
+# Settings that say when and on how much to fit, not what a decision is: changing them does
+# not invalidate earlier decisions.
+SCHEDULING_FIELDS = {"sample_rows", "joint_rows", "full_review_every", "drift_threshold"}
+KEY = ["source", "position"]
+CANDIDATE_COLUMNS = ["source", "position", "id", "drop", "text", "label", "annotator_labels",
+                     "annotator_ids"]
 
 
-def out_of_fold_probabilities(texts: list[str], labels: np.ndarray, n_classes: int,
-                              folds: int, seed: int = 0) -> np.ndarray:
-    """Predicted class probabilities for each row from a model that never saw that row."""
+def noise_model() -> Any:
+    """TF-IDF word uni- and bigrams + logistic regression: the model behind every verdict."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
 
-    model = make_pipeline(
+    return make_pipeline(
         TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=200_000),
         LogisticRegression(C=10.0, max_iter=2000),
     )
+
+
+def out_of_fold_probabilities(texts: list[str], labels: np.ndarray, n_classes: int,
+                              folds: int, seed: int = 0, blas_threads: int | None = 1,
+                              ) -> np.ndarray:
+    """Predicted class probabilities for each row from a model that never saw that row
+    (``blas_threads=None``: BLAS keeps its default thread count)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from threadpoolctl import threadpool_limits
+
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     present = np.unique(labels)
-    probabilities = cross_val_predict(model, texts, labels, cv=cv, method="predict_proba")
+    # One BLAS thread: L-BFGS over ~10^5 sparse features spends its time in small vector ops
+    # that more BLAS threads only slow down (3x slower with 2 on 2 cores; BENCHMARKS.md).
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        probabilities = cross_val_predict(noise_model(), texts, labels, cv=cv,
+                                          method="predict_proba")
     full = np.zeros((len(texts), n_classes))
     full[:, present] = probabilities
+    return full
+
+
+def held_out_probabilities(train_texts: list[str], train_labels: np.ndarray, texts: list[str],
+                           n_classes: int) -> np.ndarray:
+    """Class probabilities for ``texts`` from one model fitted on other rows only."""
+    from threadpoolctl import threadpool_limits
+
+    model = noise_model()
+    with threadpool_limits(limits=1, user_api="blas"):
+        model.fit(train_texts, train_labels)
+        probabilities = model.predict_proba(texts)
+    full = np.zeros((len(texts), n_classes))
+    full[:, model.classes_] = probabilities
     return full
 
 
@@ -52,6 +108,36 @@ def no_issues(rows: int) -> pd.DataFrame:
     return pd.DataFrame({"label_quality": np.nan, "suggested_label": None,
                          "suggested_confidence": np.nan, "is_label_issue": False},
                         index=range(rows))
+
+
+def label_codes(labels: list[str], label_set: list[str]) -> np.ndarray:
+    """Each label's index in ``label_set``."""
+    index = {label: i for i, label in enumerate(label_set)}
+    return np.array([index[label] for label in labels], dtype=int)
+
+
+def issues_from_probabilities(given: np.ndarray, probabilities: np.ndarray,
+                              label_set: list[str]) -> pd.DataFrame:
+    """cleanlab's verdict on rows with given label codes and out-of-sample probabilities."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    # cleanlab wants classes 0..K-1 all present: score on the present classes only.
+    present = np.unique(given)
+    remap = {c: i for i, c in enumerate(present)}
+    compact = probabilities[:, present]
+    compact_labels = np.array([remap[c] for c in given])
+    # n_jobs=1: a multiprocessing pool forked from this threaded process (Prefect, Dask) can
+    # deadlock; one process is fast enough here (seconds for 100k rows)
+    issues = find_label_issues(compact_labels, compact, n_jobs=1)
+    quality = get_label_quality_scores(compact_labels, compact)
+    suggested = probabilities.argmax(axis=1)
+    return pd.DataFrame({
+        "label_quality": quality,
+        "suggested_label": [label_set[i] for i in suggested],
+        "suggested_confidence": probabilities.max(axis=1),
+        "is_label_issue": issues,
+    })
 
 
 def label_issues(texts: list[str], labels: list[str], label_set: list[str],
@@ -64,32 +150,30 @@ def label_issues(texts: list[str], labels: list[str], label_set: list[str],
     folds = min(folds, min(counts.values()))
     if folds < 2:
         return empty, "skipped: a label has a single row, too few for cross-validation"
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
-
-    index = {label: i for i, label in enumerate(label_set)}
-    given = np.array([index[label] for label in labels])
-    present = np.unique(given)
+    given = label_codes(labels, label_set)
     try:
         probabilities = out_of_fold_probabilities(texts, given, len(label_set), folds)
     except ValueError as error:  # e.g. no word occurs twice: TF-IDF has no vocabulary
         return empty, f"skipped: the noise model could not be fitted ({error})"
-    # cleanlab wants classes 0..K-1 all present: score on the present classes only.
-    remap = {c: i for i, c in enumerate(present)}
-    compact = probabilities[:, present]
-    compact_labels = np.array([remap[c] for c in given])
-    # n_jobs=1: a multiprocessing pool forked from this threaded process (Prefect, Dask) can
-    # deadlock; one process is fast enough here (seconds for 100k rows)
-    issues = find_label_issues(compact_labels, compact, n_jobs=1)
-    quality = get_label_quality_scores(compact_labels, compact)
-    suggested = probabilities.argmax(axis=1)
-    frame = pd.DataFrame({
-        "label_quality": quality,
-        "suggested_label": [label_set[i] for i in suggested],
-        "suggested_confidence": probabilities.max(axis=1),
-        "is_label_issue": issues,
-    })
-    return frame, f"tfidf+logreg, {folds}-fold out-of-fold probabilities"
+    return (issues_from_probabilities(given, probabilities, label_set),
+            f"tfidf+logreg, {folds}-fold out-of-fold probabilities")
+
+
+def held_out_issues(train: pd.DataFrame, rows: pd.DataFrame,
+                    label_set: list[str]) -> tuple[pd.DataFrame, str]:
+    """Label issues of ``rows`` (text, label) judged by a model fitted on ``train`` alone."""
+    empty = no_issues(len(rows))
+    if rows["label"].nunique() < 2 or train["label"].nunique() < 2:
+        return empty, "skipped: needs >= 2 labels among the new and the earlier rows"
+    given = label_codes(rows["label"].tolist(), label_set)
+    try:
+        probabilities = held_out_probabilities(
+            train["text"].tolist(), label_codes(train["label"].tolist(), label_set),
+            rows["text"].tolist(), len(label_set))
+    except ValueError as error:  # e.g. no word occurs twice: TF-IDF has no vocabulary
+        return empty, f"skipped: the noise model could not be fitted ({error})"
+    return (issues_from_probabilities(given, probabilities, label_set),
+            "tfidf+logreg fitted on those rows, the new rows held out")
 
 
 def choose_actions(issues: pd.DataFrame, labels: list[str], settings: LabelsConfig) -> list[str]:
@@ -112,7 +196,7 @@ def annotation_agreement(annotator_labels: pd.Series, annotator_ids: pd.Series,
                          ) -> tuple[list[float | None], Annotation]:
     """Per-row agreement with the consensus, and dataset agreement statistics."""
     rows = [list(v) if v is not None and len(v) else None for v in annotator_labels]
-    per_row = [None if v is None else Counter(v)[consensus(v)] / len(v) for v in rows]
+    per_row = row_agreement(annotator_labels)
     rated = [v for v in rows if v is not None]
     if not rated:
         return per_row, Annotation()
@@ -122,6 +206,12 @@ def annotation_agreement(annotator_labels: pd.Series, annotator_ids: pd.Series,
         mean_annotators=float(np.mean([len(v) for v in rated])),
         krippendorff_alpha=krippendorff_alpha(rows, annotator_ids),
         per_annotator=per_annotator_agreement(rows, annotator_ids))
+
+
+def row_agreement(annotator_labels: pd.Series) -> list[float | None]:
+    """Per row, the share of annotator votes that match the consensus (None without votes)."""
+    return [Counter(v)[consensus(list(v))] / len(v) if v is not None and len(v) else None
+            for v in annotator_labels]
 
 
 def krippendorff_alpha(rows: list[list[str] | None], ids: pd.Series) -> float | None:
@@ -164,56 +254,356 @@ def per_annotator_agreement(rows: list[list[str] | None], ids: pd.Series) -> dic
     return {rater: hits[rater] / total[rater] for rater in sorted(total)}
 
 
-def curated_candidates(lake: Lake, drops: list[str], dedup: DedupResult) -> pd.DataFrame:
-    """The cleaned rows that survive dedup (the input of label-noise detection)."""
-    columns = ["source", "position", "id", "drop", "text", "label", "annotator_labels",
-               "annotator_ids"]
-    files = lake.silver_files(drops)
-    if not files:
+# --- the lake: per-drop decisions and the review state -------------------------------------
+
+
+def decisions_file(lake: Lake, drop: str) -> Path:
+    """One drop's decisions (the prefix keeps a drop named ``_x`` visible to Parquet readers)."""
+    return lake.labels / f"drop-{drop}.parquet"
+
+
+def silver_fingerprint(lake: Lake, drop: str) -> list[list[Any]]:
+    """Name, size and mtime of each silver file of a drop: they change when it is re-ingested."""
+    stats = [(Path(f).name, os.stat(f)) for f in lake.silver_files([drop])]
+    return [[name, stat.st_size, stat.st_mtime_ns] for name, stat in stats]
+
+
+def settings_digest(settings: LabelsConfig, label_set: list[str]) -> str:
+    """A digest of what decides a row's verdict: the label settings and the label set."""
+    payload = [settings.model_dump(exclude=SCHEDULING_FIELDS), list(label_set)]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_state(lake: Lake) -> dict[str, Any] | None:
+    """The last review's state, or None when there is none this version can use."""
+    path = lake.labels / STATE_FILE
+    try:
+        state = read_json(path) if path.is_file() else None
+    except (OSError, ValueError):
+        return None  # unreadable: a full review rebuilds it
+    return state if state and state.get("version") == STATE_VERSION else None
+
+
+def removed_by_drop(dedup: DedupResult) -> dict[str, pd.DataFrame]:
+    """The dedup log's removed rows (``source``, ``position``), per drop."""
+    log = pq.read_table(dedup.duplicates_path, columns=["drop", *KEY]).to_pandas()
+    log = log.drop_duplicates()
+    return {drop: rows[KEY] for drop, rows in log.groupby("drop")}
+
+
+def removed_digest(removed: pd.DataFrame | None) -> str:
+    """A digest of a drop's removed keys: when it changes, the drop's decisions need filtering."""
+    if removed is None or removed.empty:
+        return ""
+    ordered = removed.sort_values(KEY)
+    text = "\n".join(f"{s}\t{p}" for s, p in zip(ordered["source"], ordered["position"],
+                                                 strict=True))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def without_removed(frame: pd.DataFrame, removed: pd.DataFrame | None) -> pd.DataFrame:
+    """``frame`` without the rows the dedup log removes (matched by source and position)."""
+    if removed is None or removed.empty or frame.empty:
+        return frame
+    gone = pd.MultiIndex.from_frame(frame[KEY]).isin(pd.MultiIndex.from_frame(removed[KEY]))
+    return frame.loc[~gone]
+
+
+def read_survivors(lake: Lake, drop: str, removed: pd.DataFrame | None,
+                   columns: list[str]) -> pd.DataFrame:
+    """One drop's silver rows that survive dedup, read file by file and only ``columns``."""
+    frames = [without_removed(pq.read_table(f, columns=columns).to_pandas(), removed)
+              for f in lake.silver_files([drop])]
+    if not frames:
         return pd.DataFrame(columns=columns)
-    frame = pd.concat([pq.read_table(f, columns=columns).to_pandas() for f in files],
-                      ignore_index=True)
-    dropped = row_keys(dedup.duplicates_path)
-    keep = [key not in dropped for key in zip(frame["source"], frame["position"], strict=True)]
-    return frame.loc[keep].sort_values(["source", "position"]).reset_index(drop=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def drop_entry(lake: Lake, drop: str, decisions: pd.DataFrame,
+               removed: pd.DataFrame | None) -> dict[str, Any]:
+    """The state of one reviewed drop: what it was reviewed against, and its counts."""
+    return {"silver": silver_fingerprint(lake, drop), "removed": removed_digest(removed),
+            "rows": len(decisions), "issues": int(decisions["is_label_issue"].sum()),
+            "actions": {a: int(n) for a, n in decisions["action"].value_counts().items()},
+            "labels": {lab: int(n) for lab, n in decisions["label"].value_counts().items()}}
+
+
+def dropped_rows(decisions: pd.DataFrame) -> pd.DataFrame:
+    """The decided rows (with their text) whose action is ``drop``, in the quarantine's shape."""
+    part = decisions.loc[decisions["action"] == "drop"]
+    reasons = [f"label issue: labelled {lab!r}, model suggests {sug!r} (label quality "
+               f"{q:.3f}); policy drop" for lab, sug, q in
+               zip(part["label"], part["suggested_label"], part["label_quality"], strict=True)]
+    return reject(part, "labels", reasons)
+
+
+def write_drop_decisions(lake: Lake, drop: str, decisions: pd.DataFrame,
+                         quarantined: pd.DataFrame) -> None:
+    """Replace one drop's decision file and label quarantine, each written then renamed."""
+    staging = lake.staging()
+    try:
+        write_parquet(decisions, staging, DECISIONS_SCHEMA, "decisions")
+        lake.labels.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / "decisions.parquet", decisions_file(lake, drop))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    with lake.staged(lake.quarantine(drop, "labels")) as (folder,):
+        write_quarantine(quarantined, folder, "labels")
+
+
+def write_all_decisions(lake: Lake, drops: list[str], decisions: pd.DataFrame,
+                        state: dict[str, Any]) -> None:
+    """Replace the whole decisions folder (state included) and every drop's label quarantine."""
+    by_drop = dict(tuple(decisions.groupby("drop")))
+    targets = [lake.labels, *(lake.quarantine(drop, "labels") for drop in drops)]
+    with lake.staged(*targets) as (labels, *quarantines):
+        for drop, folder in zip(drops, quarantines, strict=True):
+            part = by_drop.get(drop, decisions.iloc[:0])
+            write_parquet(part, labels, DECISIONS_SCHEMA, decisions_file(lake, drop).stem)
+            write_quarantine(dropped_rows(part), folder, "labels")
+        write_json(labels / STATE_FILE, state)
+
+
+# --- planning a night -----------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """The listed drops by what tonight does with them."""
+
+    kept: list[str] = field(default_factory=list)  # reviewed; decisions stand as they are
+    refresh: list[str] = field(default_factory=list)  # reviewed; the dedup log changed since
+    pending: list[str] = field(default_factory=list)  # new or re-ingested: scored tonight
+
+    @property
+    def reviewed(self) -> list[str]:
+        """The drops whose decisions are carried over."""
+        return self.kept + self.refresh
+
+
+def plan_drops(lake: Lake, drops: list[str], removed: dict[str, pd.DataFrame],
+               state: dict[str, Any]) -> Plan:
+    """Sort the drops into kept, refresh (dedup removed rows since) and pending (new)."""
+    plan = Plan()
+    for drop in drops:
+        entry = state["drops"].get(drop)
+        if (entry is None or not decisions_file(lake, drop).is_file()
+                or entry["silver"] != silver_fingerprint(lake, drop)):
+            plan.pending.append(drop)
+        elif entry["removed"] != removed_digest(removed.get(drop)):
+            plan.refresh.append(drop)
+        else:
+            plan.kept.append(drop)
+    return plan
+
+
+def refresh_drops(lake: Lake, plan: Plan, removed: dict[str, pd.DataFrame],
+                  state: dict[str, Any]) -> Plan:
+    """Take the rows dedup has since removed out of reviewed drops' decisions; a drop where
+    dedup now keeps a row that has no decision (it was a duplicate before) is re-reviewed."""
+    refreshed = Plan(kept=list(plan.kept), pending=list(plan.pending))
+    for drop in plan.refresh:
+        decisions = without_removed(pd.read_parquet(decisions_file(lake, drop)),
+                                    removed.get(drop))
+        survivors = parquet_rows(lake.silver(drop)) - len(removed.get(drop, ()))
+        if len(decisions) != survivors:
+            refreshed.pending.append(drop)
+            continue
+        quarantined = without_removed(pd.read_parquet(lake.quarantine(drop, "labels")),
+                                      removed.get(drop))
+        write_drop_decisions(lake, drop, decisions, quarantined)
+        state["drops"][drop] = drop_entry(lake, drop, decisions, removed.get(drop))
+        refreshed.refresh.append(drop)
+    return refreshed
+
+
+def label_shift(history: Counter[str], new: Counter[str]) -> float:
+    """The largest difference of one label's share between two label counts (L-infinity)."""
+    total_history, total_new = sum(history.values()), sum(new.values())
+    if not total_history or not total_new:
+        return 0.0
+    return max(abs(history[lab] / total_history - new[lab] / total_new)
+               for lab in set(history) | set(new))
+
+
+def full_review_reason(plan: Plan, state: dict[str, Any], new_labels: pd.Series,
+                       settings: LabelsConfig) -> str:
+    """Why tonight re-reviews the whole history; empty when the new rows suffice."""
+    history: Counter[str] = Counter()
+    for drop in plan.reviewed:
+        history.update(state["drops"][drop]["labels"])
+    if not history:
+        return "no reviewed history left (every drop is new or re-ingested)"
+    every = settings.full_review_every
+    if every and state["nights_since_full"] + 1 >= every:
+        return f"scheduled every {every} nights with new rows"
+    shift = label_shift(history, Counter(new_labels))
+    if shift > settings.drift_threshold:
+        return (f"the label shares of the new rows differ from the history's by {shift:.2f}, "
+                f"more than drift_threshold {settings.drift_threshold}")
+    return ""
+
+
+# --- reviewing ------------------------------------------------------------------------------
+
+
+def detect(texts: list[str], labels: list[str], label_set: list[str],
+           settings: LabelsConfig) -> tuple[pd.DataFrame, str]:
+    """The label-issue columns for the rows, or none when detection is off."""
+    if not settings.noise_detection:
+        return no_issues(len(labels)), "disabled in the config"
+    return label_issues(texts, labels, label_set, settings.folds)
+
+
+def decide(rows: pd.DataFrame, issues: pd.DataFrame, settings: LabelsConfig) -> pd.DataFrame:
+    """The decision rows: each row with its suggested label, quality, issue flag and action."""
+    return rows.assign(
+        suggested_label=issues["suggested_label"].to_numpy(),
+        label_quality=issues["label_quality"].to_numpy(),
+        is_label_issue=issues["is_label_issue"].astype(bool).to_numpy(),
+        action=choose_actions(issues, rows["label"].tolist(), settings),
+        agreement=row_agreement(rows["annotator_labels"]),
+    )
+
+
+def review_everything(lake: Lake, drops: list[str], removed: dict[str, pd.DataFrame],
+                      label_set: list[str], settings: LabelsConfig,
+                      why: str) -> dict[str, Any]:
+    """Re-review every surviving row of the history in one fit; returns the new state."""
+    parts = [read_survivors(lake, drop, removed.get(drop), CANDIDATE_COLUMNS) for drop in drops]
+    rows = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=CANDIDATE_COLUMNS)).sort_values(KEY).reset_index(drop=True)
+    issues, note = detect(rows["text"].tolist(), rows["label"].tolist(), label_set, settings)
+    decisions = decide(rows, issues, settings)
+    by_drop = dict(tuple(decisions.groupby("drop")))
+    state = {"version": STATE_VERSION, "settings": settings_digest(settings, label_set),
+             "nights_since_full": 0,
+             "note": f"full review of {len(rows):,} rows ({why}); {note}",
+             "drops": {drop: drop_entry(lake, drop, by_drop.get(drop, decisions.iloc[:0]),
+                                        removed.get(drop)) for drop in drops}}
+    write_all_decisions(lake, drops, decisions, state)
+    return state
+
+
+def sample_history(lake: Lake, drops: list[str], removed: dict[str, pd.DataFrame],
+                   state: dict[str, Any], cap: int) -> pd.DataFrame:
+    """At most ``cap`` surviving rows of ``drops`` (all of them below the cap), sampled per
+    drop and stratified by label with a seed per drop; read one drop at a time."""
+    total = sum(state["drops"][drop]["rows"] for drop in drops)
+    share = 1.0 if total <= cap else cap / total
+    parts = []
+    for drop in drops:
+        rows = read_survivors(lake, drop, removed.get(drop), [*KEY, "text", "label"])
+        if share < 1 and len(rows):
+            rows = rows.groupby("label", group_keys=False).sample(
+                frac=share, random_state=zlib.crc32(drop.encode()))
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=KEY)
+
+
+def score_new_rows(lake: Lake, plan: Plan, removed: dict[str, pd.DataFrame],
+                   new: pd.DataFrame, label_set: list[str], settings: LabelsConfig,
+                   state: dict[str, Any]) -> tuple[pd.DataFrame, str]:
+    """The label-issue columns of the new rows, and how they were judged."""
+    earlier = sum(state["drops"][drop]["rows"] for drop in plan.reviewed)
+    if not settings.noise_detection:
+        return no_issues(len(new)), f"{len(new):,} new rows; disabled in the config"
+    if earlier > settings.joint_rows and len(new) >= MIN_ROWS_HELD_OUT:
+        sample = sample_history(lake, plan.reviewed, removed, state, settings.sample_rows)
+        issues, note = held_out_issues(sample, new, label_set)
+    else:  # the union in the order a full review uses: below joint_rows, the very same fit
+        sample = sample_history(lake, plan.reviewed, removed, state, settings.joint_rows)
+        union = pd.concat([sample.assign(is_new=False), new[[*KEY, "text", "label"]].assign(
+            is_new=True)], ignore_index=True).sort_values(KEY, ignore_index=True)
+        issues, note = detect(union["text"].tolist(), union["label"].tolist(), label_set,
+                              settings)
+        # both in key order: the union's new rows line up with ``new``
+        issues = issues.loc[union["is_new"].to_numpy()].reset_index(drop=True)
+    against = ("all" if len(sample) == earlier else f"a stratified sample of {len(sample):,} of"
+               ) + f" {earlier:,} earlier rows"
+    return issues, f"{len(new):,} new rows judged against {against}; {note}"
+
+
+def review_new_rows(lake: Lake, plan: Plan, removed: dict[str, pd.DataFrame],
+                    label_set: list[str], settings: LabelsConfig,
+                    state: dict[str, Any]) -> dict[str, Any]:
+    """Judge the pending drops' rows (the rest of the history only as training data); write
+    their decisions; returns the updated state."""
+    new = pd.concat([read_survivors(lake, drop, removed.get(drop), CANDIDATE_COLUMNS)
+                     for drop in plan.pending], ignore_index=True)
+    new = new.sort_values(KEY, ignore_index=True)  # the order the joint fit uses
+    issues, note = score_new_rows(lake, plan, removed, new, label_set, settings, state)
+    decisions = decide(new, issues, settings)
+    by_drop = dict(tuple(decisions.groupby("drop")))
+    for drop in plan.pending:
+        part = by_drop.get(drop, decisions.iloc[:0])
+        write_drop_decisions(lake, drop, part, dropped_rows(part))
+        state["drops"][drop] = drop_entry(lake, drop, part, removed.get(drop))
+    state.update(nights_since_full=state["nights_since_full"] + 1, note=f"incremental: {note}")
+    return state
+
+
+def forget_unlisted(lake: Lake, drops: list[str], state: dict[str, Any]) -> None:
+    """Remove the decisions of drops that are no longer part of the history."""
+    listed = {decisions_file(lake, drop).name for drop in drops}
+    for path in lake.labels.glob("drop-*.parquet"):
+        if path.name not in listed:
+            path.unlink()
+    state["drops"] = {drop: entry for drop, entry in state["drops"].items() if drop in drops}
+
+
+def history_annotation(lake: Lake, drops: list[str],
+                       removed: dict[str, pd.DataFrame]) -> Annotation:
+    """Annotator agreement over the whole history, reading only the annotator columns."""
+    parts = []
+    for drop in drops:
+        rows = read_survivors(lake, drop, removed.get(drop),
+                              [*KEY, "annotator_labels", "annotator_ids"])
+        rated = [v is not None and len(v) > 0 for v in rows["annotator_labels"]]
+        parts.append(rows.loc[np.array(rated, dtype=bool)])
+    if not parts:
+        return Annotation()
+    rows = pd.concat(parts, ignore_index=True)
+    return annotation_agreement(rows["annotator_labels"], rows["annotator_ids"])[1]
 
 
 def review_labels(lake: Lake, drops: list[str], dedup: DedupResult, label_set: list[str],
                   settings: LabelsConfig) -> LabelsResult:
-    """Decide keep/flag/relabel/drop for every row; quarantine dropped rows with the reason."""
-    rows = curated_candidates(lake, drops, dedup)
-    labels = rows["label"].tolist()
-    if settings.noise_detection:
-        issues, note = label_issues(rows["text"].tolist(), labels, label_set, settings.folds)
+    """Decide keep/flag/relabel/drop for every surviving row of the history, scoring only new
+    or re-ingested drops unless a full review is due; quarantine dropped rows with the reason."""
+    removed = removed_by_drop(dedup)
+    state = read_state(lake)
+    if state is None or state["settings"] != settings_digest(settings, label_set):
+        why = "no earlier review in this lake" if state is None else "the label settings changed"
+        state = review_everything(lake, drops, removed, label_set, settings, why)
+        return summarize(lake, drops, removed, state, state["note"], scored=drops)
+    plan = refresh_drops(lake, plan_drops(lake, drops, removed, state), removed, state)
+    if not plan.pending:
+        note = f"no new rows: decisions carried over (last review: {state['note']})"
     else:
-        issues, note = no_issues(len(rows)), "disabled in the config"
-    agreement, annotation = annotation_agreement(rows["annotator_labels"],
-                                                 rows["annotator_ids"])
-    decisions = rows.assign(
-        suggested_label=issues["suggested_label"].to_numpy(),
-        label_quality=issues["label_quality"].to_numpy(),
-        is_label_issue=issues["is_label_issue"].astype(bool).to_numpy(),
-        action=choose_actions(issues, labels, settings), agreement=agreement,
-    )
-    write_decisions(lake, drops, decisions)
+        new_labels = pd.concat([read_survivors(lake, drop, removed.get(drop), [*KEY, "label"])
+                                ["label"] for drop in plan.pending])
+        why = full_review_reason(plan, state, new_labels, settings)
+        if why:
+            state = review_everything(lake, drops, removed, label_set, settings, why)
+            return summarize(lake, drops, removed, state, state["note"], scored=drops)
+        state = review_new_rows(lake, plan, removed, label_set, settings, state)
+        note = state["note"]
+    forget_unlisted(lake, drops, state)
+    write_json(lake.labels / STATE_FILE, state)
+    return summarize(lake, drops, removed, state, note, scored=plan.pending)
+
+
+def summarize(lake: Lake, drops: list[str], removed: dict[str, pd.DataFrame],
+              state: dict[str, Any], note: str, scored: list[str]) -> LabelsResult:
+    """The night's result: counts over the whole history (from the state), annotator agreement
+    over the whole history, and how many rows the noise model judged tonight."""
+    entries = [state["drops"][drop] for drop in drops]
+    actions: Counter[str] = Counter()
+    for entry in entries:
+        actions.update(entry["actions"])
     return LabelsResult(
-        decisions_path=str(lake.labels), rows=len(decisions), noise_detection=note,
-        issues=int(decisions["is_label_issue"].sum()),
-        actions={a: int(n) for a, n in decisions["action"].value_counts().items()},
-        annotation=annotation,
-    )
-
-
-def write_decisions(lake: Lake, drops: list[str], decisions: pd.DataFrame) -> None:
-    """Write the decisions, and each drop's label-dropped rows to its quarantine."""
-    dropped = decisions.loc[decisions["action"] == "drop"]
-    targets = [lake.labels, *(lake.quarantine(drop, "labels") for drop in drops)]
-    with lake.staged(*targets) as (labels, *quarantines):
-        write_parquet(decisions, labels, DECISIONS_SCHEMA, "decisions")
-        for drop, folder in zip(drops, quarantines, strict=True):
-            part = dropped.loc[dropped["drop"] == drop]
-            reasons = [f"label issue: labelled {lab!r}, model suggests {sug!r} (label quality "
-                       f"{q:.3f}); policy drop" for lab, sug, q in
-                       zip(part["label"], part["suggested_label"], part["label_quality"],
-                           strict=True)]
-            write_quarantine(reject(part, "labels", reasons), folder, "labels")
+        decisions_path=str(lake.labels), rows=sum(e["rows"] for e in entries),
+        noise_detection=note, issues=sum(e["issues"] for e in entries),
+        actions=dict(actions), annotation=history_annotation(lake, drops, removed),
+        rows_scored=sum(state["drops"][drop]["rows"] for drop in scored))

@@ -89,8 +89,9 @@ def promote_challenger(settings: RegistrySettings, version: str, report_path: st
     part = report.get("golden") or report["test"]
     registry.set_registered_model_alias(name, CHALLENGER, version)
     champion = current_champion(registry, name)
-    if champion == version:  # a retry after the alias moved: decided already
-        return PromotionDecision(True, [f"version {version} is already champion"])
+    if champion == version:  # a retry after the alias moved: finish what the first try left
+        return finish_promotion(registry, name, version,
+                                evaluated_on="golden" if "golden" in report else "test")
     champion_predictions = None
     if champion is not None:
         device = pick_device(train.device)
@@ -108,10 +109,21 @@ def promote_challenger(settings: RegistrySettings, version: str, report_path: st
     return decision
 
 
+def finish_promotion(registry: Any, name: str, version: str,
+                     evaluated_on: str) -> PromotionDecision:
+    """A retry of a promotion that moved the champion alias and then failed: complete the
+    champion history and the decision tags (each only once), move nothing else."""
+    set_champion(registry, name, version)  # appends to the history only if it is missing
+    decision = PromotionDecision(True, [f"version {version} is already champion"])
+    if PROMOTION_TAG not in registry.get_model_version(name, version).tags:
+        tag_decision(registry, name, version, decision, "promoted to champion", evaluated_on)
+    return decision
+
+
 def tag_decision(registry: Any, name: str, version: str, decision: PromotionDecision,
                  outcome: str, evaluated_on: str) -> None:
-    """Record the outcome, its reasons, the rows compared on and the numbers on the version."""
-    registry.set_model_version_tag(name, version, PROMOTION_TAG, outcome)
+    """Record the reasons, the rows compared on, the numbers and, last, the outcome on the
+    version (the outcome tag marks the version decided, so it is written only when the rest is)."""
     registry.set_model_version_tag(name, version, f"{PROMOTION_TAG}.reasons",
                                    "; ".join(decision.reasons))
     registry.set_model_version_tag(name, version, f"{PROMOTION_TAG}.set", evaluated_on)
@@ -119,13 +131,16 @@ def tag_decision(registry: Any, name: str, version: str, decision: PromotionDeci
         if isinstance(value, float):
             registry.set_model_version_tag(name, version, f"{PROMOTION_TAG}.{key}",
                                            f"{value:.4f}")
+    registry.set_model_version_tag(name, version, PROMOTION_TAG, outcome)
 
 
 def evaluation_texts(report: dict[str, Any], golden_path: str,
                      label_set: LabelSet) -> list[str]:
     """The texts the challenger was evaluated on (golden set, else the test split)."""
-    if "golden" in report:
-        return read_golden(golden_path, label_set)[0]
+    if "golden" in report:  # without the golden rows found in the snapshot (leaked)
+        leaked = set(report["golden"].get("excluded_rows", []))
+        return [t for i, t in enumerate(read_golden(golden_path, label_set)[0])
+                if i not in leaked]
     return read_split(report["test"]["data_path"], "test")[0]
 
 

@@ -4,6 +4,8 @@
 ``1 - Σ_c (n_c/N - 1/C)^2`` over the configured labels, exact/near duplicate ratios, conflicts,
 noise ratio, annotation consistency, empty/missing ratios, length statistics, deltas against the
 previous snapshot, and the accounting of every row read: curated + quarantined + duplicates.
+Rows read are counted from the landing files at ingest (lines, CSV records, Parquet footers,
+files), not from what the readers returned, so a reader that drops a row breaks the identity.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from finegate.core.quarantine import quarantine_reasons
 from finegate.core.results import (
     Accounting,
     DedupResult,
+    IngestResult,
     LabelsResult,
+    LeakageResult,
     QualityResult,
     SnapshotResult,
 )
@@ -35,11 +39,26 @@ class AccountingError(RuntimeError):
     """Rows read do not equal rows curated + quarantined + dropped as duplicates."""
 
 
-def account_rows(rows_read: int, snapshot: SnapshotResult, lake: Lake) -> Accounting:
-    """Count curated, quarantined and duplicate rows on disk against the rows read."""
+def account_rows(rows_read: int, snapshot: SnapshotResult, lake: Lake, *,
+                 retracted: int = 0) -> Accounting:
+    """Count curated, quarantined and duplicate rows on disk against the rows read (counted
+    from the landing files at ingest, independently of parsing). ``retracted``: rows of drops
+    removed from the landing zone since, reported but outside the identity."""
     return Accounting(rows_read=rows_read, curated=parquet_rows(snapshot.data_path),
                       quarantined=len(quarantine_reasons(lake, snapshot.drops)),
-                      duplicates=parquet_rows(snapshot.duplicates_path))
+                      duplicates=parquet_rows(snapshot.duplicates_path), retracted=retracted)
+
+
+def check_ingest_count(ingested: IngestResult) -> None:
+    """Raise :class:`AccountingError` when a drop's parsed rows differ from the rows counted in
+    its files: a reader lost (or invented) rows, and the drop must not be recorded as read."""
+    if ingested.miscounted:
+        raise AccountingError(
+            f"ingest of drop {ingested.drop!r} does not add up: "
+            + "; ".join(ingested.miscounted)
+            + ". The reader disagrees with the row count of the file itself, so rows would be "
+            "lost silently; the drop is not recorded, and the run stops. This is a bug in "
+            "Finegate's reader: report it with the file.")
 
 
 def check_accounting(accounting: Accounting) -> None:
@@ -103,7 +122,8 @@ def scorecard_deltas(current: dict[str, Any], previous: dict[str, Any] | None,
 
 
 def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels: list[str],
-                    dedup: DedupResult, review: LabelsResult) -> dict[str, Any]:
+                    dedup: DedupResult, review: LabelsResult, *, retracted: int = 0,
+                    leakage: LeakageResult | None = None) -> dict[str, Any]:
     """All quality metrics of a snapshot, plus the accounting of every row read."""
     columns = ["id", "text", "label", "split", "drop"]
     data = pq.read_table(snapshot.data_path, columns=columns).to_pandas()
@@ -111,7 +131,7 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
     previous_data = (pq.read_table(previous / "data", columns=columns).to_pandas()
                      if previous else None)
     counts = {c: int((data["label"] == c).sum()) for c in labels}
-    accounting = account_rows(rows_read, snapshot, lake)
+    accounting = account_rows(rows_read, snapshot, lake, retracted=retracted)
     reasons = quarantine_reasons(lake, snapshot.drops)
     read, deduped = max(rows_read, 1), max(dedup.rows_in, 1)
     card = {
@@ -143,6 +163,7 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
         "length_words": length_stats(word_counts(data["text"])),
         "accounting": {**asdict(accounting), "holds": accounting.holds},
     }
+    card.update(leakage_metrics(leakage))
     card["deltas"] = scorecard_deltas(
         card, read_json(previous / "scorecard.json") if previous else None)
     card["drift"] = drift_metrics(data, previous_data)
@@ -157,11 +178,23 @@ def scorecard_table(card: dict[str, Any]) -> list[dict[str, Any]]:
             for k, v in card.items() if isinstance(v, int | float) and not isinstance(v, bool)]
 
 
+def leakage_metrics(leakage: LeakageResult | None) -> dict[str, Any]:
+    """Golden rows found in the snapshot: in the train split (the gate's metric), anywhere."""
+    if leakage is None:
+        return {"golden_train_leaks": 0, "golden_leaks": 0, "leakage": None}
+    return {"golden_train_leaks": leakage.leaked_by_split.get("train", 0),
+            "golden_leaks": len(leakage.leaked_golden),
+            "leakage": {"golden_rows": leakage.golden_rows, "by_split": leakage.leaked_by_split,
+                        "pairs": leakage.leakage_path}}
+
+
 def write_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels: list[str],
-                    dedup: DedupResult, review: LabelsResult) -> QualityResult:
+                    dedup: DedupResult, review: LabelsResult, *, retracted: int = 0,
+                    leakage: LeakageResult | None = None) -> QualityResult:
     """Write ``scorecard.json`` beside the snapshot; fail if the accounting does not hold."""
-    scorecard = build_scorecard(rows_read, snapshot, lake, labels, dedup, review)
+    scorecard = build_scorecard(rows_read, snapshot, lake, labels, dedup, review,
+                                retracted=retracted, leakage=leakage)
     path = write_json(Path(snapshot.path) / "scorecard.json", scorecard)
-    accounting = account_rows(rows_read, snapshot, lake)
+    accounting = account_rows(rows_read, snapshot, lake, retracted=retracted)
     check_accounting(accounting)
     return QualityResult(scorecard_path=str(path), accounting=accounting)

@@ -49,13 +49,18 @@ def register_model(settings: RegistrySettings, snapshot: SnapshotResult, scoreca
     tagged with its snapshot and training digests (``train`` gives the latter)."""
     import mlflow
 
-    # A retry after a partial failure must not register the same snapshot twice.
-    existing = find_registered(settings, snapshot.digest, train.digest())
-    if existing is not None:
-        return existing
     scorecard = read_json(Path(scorecard_path))
     card = model_card(settings.model_name, lineage.labels, snapshot, scorecard,
                       read_json(Path(gate_path)), trained, evaluation)
+    # A retry after a partial failure must not register the same snapshot twice; it finishes
+    # what the failed try left undone (the version's model card).
+    existing = find_registered(settings, snapshot.digest, train.digest())
+    if existing is not None:
+        registry = client(settings)
+        if not registry.get_model_version(settings.model_name, existing.version).description:
+            registry.update_model_version(settings.model_name, existing.version,
+                                          description=card)
+        return existing
     mlflow.set_tracking_uri(mlflow_uri(settings))
     with mlflow.start_run(experiment_id=ensure_experiment(settings),
                           run_name=lineage.run_name) as run:

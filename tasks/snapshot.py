@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from finegate.core.config import SplitConfig
+from finegate.core.dedup_index import index_file
 from finegate.core.lake import Lake, read_json, replace_dir, write_json
 from finegate.core.results import DedupResult, LabelsResult, SnapshotResult
 from finegate.core.schemas import CURATED_SCHEMA, SILVER_COLUMNS, row_keys, write_parquet
@@ -75,12 +76,12 @@ def excluded_rows(lake: Lake, drops: list[str], dedup: DedupResult,
     return excluded
 
 
-def partition_key(silver_file: str, excluded: set[tuple[str, int]], changes: RowChanges,
-                  shares: SplitConfig) -> str:
+def partition_key(silver_file: str, index_file: str, excluded: set[tuple[str, int]],
+                  changes: RowChanges, shares: SplitConfig) -> str:
     """Everything a curated partition is made from: equal keys give equal partitions."""
-    stat = os.stat(silver_file)
-    payload = json.dumps([SNAPSHOT_FORMAT, Path(silver_file).name, stat.st_size,
-                          stat.st_mtime_ns, sorted(excluded), sorted(changes.items()),
+    files = [(Path(f).name, os.stat(f).st_size, os.stat(f).st_mtime_ns)
+             for f in (silver_file, index_file) if os.path.exists(f)]
+    payload = json.dumps([SNAPSHOT_FORMAT, files, sorted(excluded), sorted(changes.items()),
                           shares.model_dump()], default=list)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -109,14 +110,28 @@ def partition_name(silver_file: str) -> str:
     return f"{Path(silver_file).parent.name}-{Path(silver_file).stem}"
 
 
-def curate_partition(silver_file: str, out: str, excluded: set[tuple[str, int]],
-                     changes: RowChanges, shares: SplitConfig) -> dict[str, Any]:
+def split_anchors(index_file: str, frame: pd.DataFrame) -> pd.Series:
+    """Per row, the id whose split it takes (its own, or an earlier related row's: rows the
+    dedup stage relates share a split); the row's own id where the index has none."""
+    if not os.path.exists(index_file):
+        return frame["id"]
+    index = pq.read_table(index_file, columns=["source", "position", "split_anchor"])
+    anchor = dict(zip(zip(index["source"].to_pylist(), index["position"].to_pylist(),
+                          strict=True), index["split_anchor"].to_pylist(), strict=True))
+    return pd.Series([anchor.get(key, row_id) for key, row_id in zip(
+        zip(frame["source"], frame["position"], strict=True), frame["id"], strict=True)],
+        index=frame.index, dtype=object)
+
+
+def curate_partition(silver_file: str, index_file: str, out: str,
+                     excluded: set[tuple[str, int]], changes: RowChanges,
+                     shares: SplitConfig) -> dict[str, Any]:
     """Write one curated partition; its rows, rows per split and content sum (runs on a
     Dask worker)."""
     frame = pq.read_table(silver_file).to_pandas()
     keep = [key not in excluded for key in zip(frame["source"], frame["position"], strict=True)]
-    curated = apply_changes(frame.loc[keep, SILVER_COLUMNS], changes).assign(
-        split=lambda f: assign_split(f["id"], shares))
+    curated = apply_changes(frame.loc[keep, SILVER_COLUMNS], changes)
+    curated["split"] = assign_split(split_anchors(index_file, curated), shares)
     write_parquet(curated, Path(out), CURATED_SCHEMA, partition_name(silver_file))
     total = sum(int(row_digest(*row), 16) for row in zip(
         curated["id"], curated["label"], curated["split"], curated["text"],
@@ -160,14 +175,15 @@ def build_curated_snapshot(lake: Lake, drops: list[str], dedup: DedupResult,
     for drop in drops:
         for silver_file in lake.silver_files([drop]):
             name = partition_name(silver_file)
-            key = partition_key(silver_file, excluded[drop], changes[drop], shares)
+            index = index_file(lake, drop)
+            key = partition_key(silver_file, index, excluded[drop], changes[drop], shares)
             old = previous.get(name)
             if old and old["key"] == key and (previous_data / f"{name}.parquet").is_file():
                 os.link(previous_data / f"{name}.parquet", data / f"{name}.parquet")
                 partitions[name] = old
             else:
                 jobs[name] = (key, dask.delayed(curate_partition)(
-                    silver_file, str(data), excluded[drop], changes[drop], shares))
+                    silver_file, index, str(data), excluded[drop], changes[drop], shares))
     built = dask.compute(*[job for _, job in jobs.values()])
     for (name, (key, _)), record in zip(jobs.items(), built, strict=True):
         partitions[name] = {**record, "key": key}

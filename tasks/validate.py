@@ -25,6 +25,7 @@ from finegate.core.lake import read_json, write_json
 from finegate.core.results import GateResult
 
 ROW_SUITE, DATASET_SUITE, DRIFT_SUITE = "curated_rows", "curated_dataset", "curated_drift"
+SUITES = (ROW_SUITE, DATASET_SUITE, DRIFT_SUITE)
 ROW_COLUMNS = ["id", "text", "label", "split"]
 SUMMED = ("element_count", "unexpected_count", "missing_count")
 SEVERITIES = ("critical", "warning")
@@ -41,22 +42,42 @@ class SuiteError(ValueError):
     """An expectation suite in ``expectations/`` that the gate cannot run as written."""
 
 
+def check_suites(expectations_path: str | Path) -> None:
+    """Load and check every suite (:func:`load_suite_json`): run before any work starts, so a
+    broken suite stops a run at once, not after hours of curation."""
+    for name in SUITES:
+        load_suite_json(expectations_path, name)
+
+
 def load_suite_json(expectations_path: str | Path, name: str) -> dict[str, Any]:
     """Read one suite's JSON from the expectations folder and check it (:func:`check_suite`)."""
     path = Path(expectations_path) / f"{name}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"expectation suite {path} is missing; expectations_path in "
-                                "the config must point at the project's expectations/ folder")
-    suite = json.loads(path.read_text())
+        raise SuiteError(f"expectation suite {path} is missing; expectations_path in the "
+                         "config must point at a folder holding "
+                         f"{', '.join(s + '.json' for s in SUITES)} (the project's expectations/)")
+    try:
+        suite = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SuiteError(f"expectation suite {path} is not valid JSON: {err.msg} at line "
+                         f"{err.lineno}, column {err.colno}; fix the file (git diff shows what "
+                         "changed) and run again") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SuiteError(f"expectation suite {path} cannot be read: {err}") from None
     check_suite(suite, path, row_level=name == ROW_SUITE)
     return suite
 
 
 def check_suite(suite: dict[str, Any], path: Path, row_level: bool) -> None:
-    """Refuse what the gate would get silently wrong: an unknown severity, or, in the row suite
+    """Refuse what the gate would get wrong or fail on late: a malformed suite, an unknown
+    expectation or arguments it does not take, an unknown severity, or, in the row suite
     (validated partition by partition), an expectation whose result is not a sum over rows."""
-    for expectation in suite["expectations"]:
-        kind = expectation["type"]
+    if not (isinstance(suite, dict) and isinstance(suite.get("name"), str)
+            and isinstance(suite.get("expectations"), list)):
+        raise SuiteError(f"{path}: a suite is a JSON object with a \"name\" and a list of "
+                         "\"expectations\"")
+    for number, expectation in enumerate(suite["expectations"], start=1):
+        kind = check_expectation(expectation, f"{path}: expectation {number}")
         severity = (expectation.get("meta") or {}).get("severity", "critical")
         if severity not in SEVERITIES:
             raise SuiteError(f"{path}: {kind} has severity {severity!r}; use one of "
@@ -66,6 +87,28 @@ def check_suite(suite: dict[str, Any], path: Path, row_level: bool) -> None:
                 f"{path}: {kind} is not a per-row expectation, so it cannot be combined over "
                 "partitions; put checks on aggregates (means, counts, uniqueness) in "
                 "curated_dataset.json, on a scorecard metric")
+
+
+def check_expectation(expectation: Any, where: str) -> str:
+    """The expectation's type, once GX accepts it (a known type, with arguments it takes).
+
+    Built directly: an ``ExpectationSuite`` only logs an unknown type, and drops it silently.
+    """
+    from great_expectations.exceptions import GreatExpectationsError
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
+    if not (isinstance(expectation, dict) and isinstance(expectation.get("type"), str)
+            and isinstance(expectation.get("kwargs"), dict)):
+        raise SuiteError(f"{where} needs a \"type\" (string) and \"kwargs\" (object), got "
+                         f"{json.dumps(expectation)[:200]}")
+    try:
+        ExpectationConfiguration(**expectation).to_domain_obj()
+    except (GreatExpectationsError, ValueError, TypeError) as err:
+        detail = " ".join(str(err).split())[:300]
+        raise SuiteError(f"{where} ({expectation['type']}) is not valid: {detail}") from None
+    return expectation["type"]
 
 
 def is_row_expectation(kind: str) -> bool:

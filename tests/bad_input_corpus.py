@@ -35,7 +35,14 @@ def write_bad_input_corpus(landing: Path, outside: Path) -> dict[str, int]:
               json.dumps({"id": "u1", "text": GOOD.format("weather"), "label": "weather"}),
               json.dumps({"id": "ok-3", "text": "Different content, same id as ok-3, "
                                              "from a later line.", "label": "tech"}),
-              json.dumps([1, 2, 3])]
+              json.dumps([1, 2, 3]),
+              # only invisible characters: zero-width space/joiners, BOM, word joiner, bidi
+              json.dumps({"id": "z1", "label": "tech",
+                          "text": "\u200b\u200c\u200d\ufeff\u2060\u202e\u2066\u2069\u00ad"}),
+              # zero-width spaces between words must not glue them together
+              json.dumps({"id": "z2", "text": "Zero\u200bwidth\u200bspaces between the "
+                                             "words\u200bof a story about\u200dchips",
+                          "label": "tech"})]
     (bad1 / "mixed.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (bad1 / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(good(100)).encode() + b"\n")
     latin = json.dumps({"id": "l1", "text": "caf\u00e9 society news from the " * 3,
@@ -59,6 +66,23 @@ def write_bad_input_corpus(landing: Path, outside: Path) -> dict[str, int]:
     (bad2 / "notes.docx").write_bytes(b"PK\x03\x04 binary")
     (bad2 / "escape.jsonl").symlink_to(outside)
 
+    # encodings: UTF-16/32 with a BOM are decoded; UTF-16 without a BOM is quarantined once
+    wide = [{"id": "w1", "text": "Ünïcode news written by a Windows tool, in UTF-16",
+             "label": "sports"},
+            {"id": "w2", "text": "Another sixteen-bit story: the striker’s late goal",
+             "label": "sports"}]
+    wide_lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in wide)
+    (bad3 / "utf16.jsonl").write_text(wide_lines, encoding="utf-16")  # with its BOM
+    (bad3 / "utf32.csv").write_text("id,text,label\nw3,A thirty-two bit encoded article "
+                                    "on the network,tech\n", encoding="utf-32")
+    (bad3 / "utf16-nobom.jsonl").write_bytes(wide_lines.encode("utf-16-le") * 4)
+    # CSV delimiters: ';' is detected from the header; a header without the columns is one row
+    (bad3 / "semicolon.csv").write_text(
+        "id;text;label\ns1;A semicolon separated row, with a comma inside;tech\n"
+        "s2;\"Quoted; with a semicolon of its own\";sports\n", encoding="utf-8")
+    (bad3 / "no_text_column.csv").write_text(
+        "id,body,category\nn1,a body,tech\nn2,another,sports\nn3,and more,tech\n")
+
     # schema drift: a later drop with other columns and integer ids
     pd.DataFrame({"id": [10, 11], "text": [GOOD.format("drift-a"), GOOD.format("drift-b")],
                   "label": ["TECH", "Sports "], "extra": [1, 2]}).to_parquet(
@@ -67,4 +91,5 @@ def write_bad_input_corpus(landing: Path, outside: Path) -> dict[str, int]:
         "invalid JSON": 2, "missing text": 3, "record is a list": 1, "unknown label": 1,
         "CSV row has": 2, "text is a int": 2, "missing label": 1, "unreadable .parquet": 1,
         "unsupported file type": 1, "file resolves outside the landing zone": 1,
+        "empty text after cleaning": 1, "file looks like UTF-16-LE": 1, "CSV header": 1,
     }

@@ -108,14 +108,15 @@ LABEL_SET = LabelSet(tuple(LABELS), {})
 
 
 def curate(landing: Path, lake: Lake, noise: bool = False,
-           drops: tuple[str, ...] = ("day1", "day2"), new: tuple[str, ...] | None = None):
+           drops: tuple[str, ...] = ("day1", "day2"), new: tuple[str, ...] | None = None,
+           dedup_settings: DedupConfig | None = None):
     """Ingest and clean the ``new`` drops (default: all), then dedup and review the ``drops``
     of the landing zone into a snapshot, as a night of the flow does."""
     drops = list(drops)
     for drop in drops if new is None else new:
         ingest_drop(landing, drop, lake)
         clean_drop(drop, lake, LABEL_SET)
-    dedup = dedup_drops(lake, drops, DedupConfig())
+    dedup = dedup_drops(lake, drops, dedup_settings or DedupConfig())
     review = review_labels(lake, drops, dedup, LABELS, LabelsConfig(noise_detection=noise))
     return build_curated_snapshot(lake, drops, dedup, review, SplitConfig()), dedup, review
 

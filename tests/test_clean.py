@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -48,3 +49,40 @@ def test_unknown_labels_are_quarantined(dirty_landing: Path, tmp_path: Path) -> 
     assert set(silver["label"]) == set(LABELS)
     assert not silver["text"].str.contains("<p>").any()
     assert silver.set_index("id").at["j-0", "label"] == "sports"
+
+
+@pytest.mark.parametrize(("raw", "cleaned"), [
+    ("zero\u200bwidth\u2063space", "zero width space"),  # invisible separators: a space
+    ("Persian\u200cjoiner and emoji\u200djoiner", "Persianjoiner and emojijoiner"),  # ZWNJ, ZWJ
+    ("\ufeffbyte order mark", "byte order mark"),  # BOM
+    ("word\u2060joiner", "wordjoiner"),  # word joiner
+    ("co\u00adoperate", "cooperate"),  # soft hyphen
+    ("\u202aembed\u202b \u202cpop\u202d \u202eoverride", "embed pop override"),  # bidi 202A-E
+    ("\u2066isolate\u2069 \u2067r\u2069 \u2068first strong\u2069", "isolate r first strong"),
+], ids=["separators", "joiners", "bom", "word-joiner", "soft-hyphen", "bidi-embeddings",
+        "bidi-isolates"])
+def test_invisible_format_characters_are_stripped(raw: str, cleaned: str) -> None:
+    assert normalise_text(raw) == cleaned
+
+
+def test_zero_width_spaces_do_not_glue_words_or_hide_duplicates() -> None:
+    assert normalise_text("market\u200brally") == "market rally"
+    assert text_hash(normalise_text("market\u200brally")) == text_hash("Market  rally")
+    from finegate.core.text import label_key
+
+    assert label_key("spo\u200drts\u200b") == label_key("sports")
+
+
+def test_a_text_of_only_invisible_characters_is_quarantined(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    (landing / "d").mkdir(parents=True)
+    invisible = "\u200b\u200c\u200d\ufeff\u2060\u202a\u202e\u2066\u2069\u00ad \u200b"
+    rows = [{"id": "ghost", "text": invisible, "label": "tech"},
+            {"id": "real", "text": "A real story about a chip and a phone.", "label": "tech"}]
+    (landing / "d" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lake = Lake.at(tmp_path / "lake")
+    ingest_drop(landing, "d", lake)
+    result = clean_drop("d", lake, LABEL_SET)
+    quarantine = pq.read_table(result.quarantine_path).to_pandas()
+    assert quarantine[["id", "reason"]].values.tolist() == [["ghost", "empty text after cleaning"]]
+    assert pq.read_table(result.silver_path).to_pandas()["id"].tolist() == ["real"]

@@ -13,7 +13,8 @@ from finegate.tasks.dedup import KEY_COLUMNS, Rows, dedup_drops, find_duplicates
 from finegate.tasks.ingest import ingest_drop
 from tests.factories import LABEL_SET, LABELS, perturb, topic_rows
 
-CONFIG = minhash_config(DedupConfig())
+SETTINGS = DedupConfig()
+CONFIG = minhash_config(SETTINGS)
 
 
 def rows(keys: list[tuple[str, str, str]], position: list[int] | None = None) -> Rows:
@@ -30,26 +31,26 @@ def rows(keys: list[tuple[str, str, str]], position: list[int] | None = None) ->
 def test_keeps_first_by_drop_and_id_and_logs_the_rest() -> None:
     duplicates = find_duplicates(rows([
         ("b", "day1", "h1"), ("a", "day2", "h1"), ("c", "day1", "h1"), ("d", "day1", "h2"),
-    ]), CONFIG)
+    ]), SETTINGS)
     assert sorted(duplicates["id"]) == ["a", "c"]
     assert set(duplicates["duplicate_of"]) == {"b"}
     assert set(duplicates["reason"]) == {"exact duplicate (same normalised text)"}
 
 
 def test_reused_id_keeps_the_newest_drop() -> None:
-    duplicates = find_duplicates(rows([("a", "day1", "old"), ("a", "day2", "new")]), CONFIG)
+    duplicates = find_duplicates(rows([("a", "day1", "old"), ("a", "day2", "new")]), SETTINGS)
     assert duplicates[["id", "drop"]].values.tolist() == [["a", "day1"]]
     assert "day2 is kept" in duplicates["reason"].iloc[0]
 
 
 def test_no_duplicates_and_empty_input() -> None:
-    assert find_duplicates(rows([("a", "d", "h1"), ("b", "d", "h2")]), CONFIG).empty
-    assert find_duplicates(rows([]), CONFIG).empty
+    assert find_duplicates(rows([("a", "d", "h1"), ("b", "d", "h2")]), SETTINGS).empty
+    assert find_duplicates(rows([]), SETTINGS).empty
 
 
 def test_repeated_row_in_one_file_is_logged_once() -> None:
     duplicates = find_duplicates(rows([("a", "day1", "h1"), ("a", "day1", "h1")], [3, 9]),
-                                 CONFIG)
+                                 SETTINGS)
     assert duplicates[["id", "position"]].values.tolist() == [["a", 9]]
 
 

@@ -235,3 +235,33 @@ def test_predict_batches_by_length_and_keeps_the_order_of_the_texts(monkeypatch)
     assert predicted == ["long", "short", "short", "long", "long", "short"]
     assert widths == sorted(widths) and len(widths) == 3  # short texts share a batch
     assert inference.predict("unused", [], 16, "cpu") == []
+
+
+class RunsCode:
+    """A pickled object that would run code when unpickled (what a tampered checkpoint holds)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_holding_pickled_code_is_refused_not_run(tiny_model_dir: Path,
+                                                              snapshot_data: str,
+                                                              tmp_path: Path) -> None:
+    """The resume checkpoint is read with ``torch.load(weights_only=True)``: tensors and plain
+    values only, so a checkpoint that smuggles an object in is an error and its code never runs."""
+    import pickle
+
+    import torch
+
+    checkpoint = tmp_path / "model" / "checkpoint" / "state.pt"
+    checkpoint.parent.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    torch.save({"step": 1, "payload": RunsCode(marker)}, checkpoint)
+    train = TrainConfig(model_path=str(tiny_model_dir), device="cpu", cpu_max_length=16,
+                        cpu_batch_size=8, cpu_max_steps=2, epochs=1)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        finetune.train(snapshot_data, LABELS, train, tmp_path / "model")
+    assert not marker.exists()

@@ -1,10 +1,22 @@
+import codecs
+import json
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
 from finegate.core.lake import Lake
 from finegate.core.landing import list_drops
-from finegate.tasks.ingest import decode_bytes, ingest_drop
+from finegate.core.results import IngestResult
+from finegate.tasks.ingest import (
+    count_csv_records,
+    count_rows,
+    decode_bytes,
+    ingest_drop,
+    open_landing_file,
+)
+from tests.factories import topic_rows
 
 
 def test_list_drops_in_name_order(dirty_landing: Path) -> None:
@@ -62,3 +74,88 @@ def test_empty_drop_writes_empty_outputs(tmp_path: Path) -> None:
     result = ingest_drop(tmp_path / "landing", "empty", Lake.at(tmp_path / "lake"))
     assert (result.rows_read, result.rows_bronze, result.rows_quarantined) == (0, 0, 0)
     assert pq.read_table(result.bronze_path).num_rows == 0
+
+
+def write_drop(landing: Path, name: str, data: bytes) -> None:
+    (landing / "d").mkdir(parents=True, exist_ok=True)
+    (landing / "d" / name).write_bytes(data)
+
+
+def ingested(landing: Path, lake: Lake) -> tuple[IngestResult, pd.DataFrame, pd.DataFrame]:
+    result = ingest_drop(landing, "d", lake)
+    return (result, pq.read_table(result.bronze_path).to_pandas(),
+            pq.read_table(result.quarantine_path).to_pandas())
+
+
+JSONL = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [
+    {"id": "u1", "text": "Ünïcode stories about the chip market", "label": "tech"},
+    {"id": "u2", "text": "The striker’s goal won the cup", "label": "sports"}])
+
+
+@pytest.mark.parametrize(("bom", "codec", "flag"), [
+    (codecs.BOM_UTF16_LE, "utf-16-le", "decoded_utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16-be", "decoded_utf-16"),
+    (codecs.BOM_UTF32_LE, "utf-32-le", "decoded_utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32-be", "decoded_utf-32"),
+])
+def test_utf16_and_utf32_files_with_a_bom_are_decoded(tmp_path: Path, bom: bytes, codec: str,
+                                                      flag: str) -> None:
+    assert decode_bytes(bom + JSONL.encode(codec)) == (JSONL, [flag])
+    write_drop(tmp_path / "landing", "rows.jsonl", bom + JSONL.encode(codec))
+    result, bronze, quarantine = ingested(tmp_path / "landing", Lake.at(tmp_path / "lake"))
+    assert (result.rows_read, len(bronze), len(quarantine)) == (2, 2, 0)
+    assert bronze["text"].tolist()[1] == "The striker’s goal won the cup"
+    assert all(list(flags) == [flag] for flags in bronze["flags"])
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le"])
+def test_utf16_without_a_bom_is_quarantined_once_naming_the_encoding(tmp_path: Path,
+                                                                     codec: str) -> None:
+    write_drop(tmp_path / "landing", "rows.jsonl", (JSONL * 3).encode(codec))
+    result, bronze, quarantine = ingested(tmp_path / "landing", Lake.at(tmp_path / "lake"))
+    assert (result.rows_read, len(bronze), len(quarantine)) == (1, 0, 1)
+    [reason] = quarantine["reason"]
+    assert reason.startswith(f"file looks like {codec.upper()} without a byte-order mark")
+
+
+@pytest.mark.parametrize(("delimiter", "flag"), [(";", "csv_delimiter:;"),
+                                                 ("\t", "csv_delimiter:tab"),
+                                                 ("|", "csv_delimiter:|")])
+def test_a_csv_with_another_delimiter_is_read_with_it(tmp_path: Path, delimiter: str,
+                                                      flag: str) -> None:
+    rows = topic_rows(12, seed=4, prefix="s")
+    rows[0]["text"] = "A story, with commas; and a semicolon, quoted"
+    csv_text = pd.DataFrame(rows).to_csv(index=False, sep=delimiter)
+    write_drop(tmp_path / "landing", "rows.csv", csv_text.encode())
+    result, bronze, quarantine = ingested(tmp_path / "landing", Lake.at(tmp_path / "lake"))
+    assert (result.rows_read, len(bronze), len(quarantine)) == (12, 12, 0)
+    assert bronze.set_index("id").at["s-0", "text"] == rows[0]["text"]
+    assert all(flag in flags for flags in bronze["flags"])
+
+
+def test_a_csv_without_the_required_columns_is_quarantined_once(tmp_path: Path) -> None:
+    write_drop(tmp_path / "landing", "rows.csv", b"id,body,category\n1,some text,tech\n"
+               b"2,more text,sports\n3,and more,tech\n")
+    result, bronze, quarantine = ingested(tmp_path / "landing", Lake.at(tmp_path / "lake"))
+    assert (result.rows_read, len(bronze), len(quarantine)) == (1, 0, 1)
+    [reason] = quarantine["reason"]
+    assert reason.startswith("CSV header ['id', 'body', 'category'] has no 'text' column")
+    assert quarantine["raw"][0].startswith("id,body,category\n1,some text,tech")
+
+
+def test_rows_read_are_counted_from_the_files(dirty_landing: Path, tmp_path: Path) -> None:
+    lake = Lake.at(tmp_path / "lake")
+    files = sorted(p for p in (dirty_landing / "day2").iterdir())
+    counted = {p.name: count_rows(open_landing_file(p, dirty_landing)) for p in files}
+    assert counted == {"rows.csv": 31, "rows.jsonl": 35, "rows.parquet": 31}
+    assert ingest_drop(dirty_landing, "day2", lake).rows_read == 97
+    assert count_csv_records('id,text,label\n\n1,"a\nb",x\n\n2,c,y\n') == 2
+    assert count_csv_records('id,text,label\n1,"never closed') == 1
+
+
+def test_a_file_whose_bom_lies_is_quarantined_once(tmp_path: Path) -> None:
+    write_drop(tmp_path / "landing", "rows.jsonl", codecs.BOM_UTF16_LE + b"\x00\xd8" * 9)
+    result, bronze, quarantine = ingested(tmp_path / "landing", Lake.at(tmp_path / "lake"))
+    assert (result.rows_read, len(bronze), len(quarantine)) == (1, 0, 1)
+    assert quarantine["reason"][0].startswith("file starts with a UTF-16 byte-order mark but is "
+                                              "not valid UTF-16")

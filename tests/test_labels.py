@@ -7,11 +7,20 @@ import pytest
 
 from finegate.core.config import DedupConfig, LabelsConfig, SplitConfig
 from finegate.core.lake import Lake
+from finegate.core.results import DedupResult, LabelsResult
+from finegate.core.schemas import CONFLICTS_SCHEMA, DUPLICATES_SCHEMA, write_parquet
 from finegate.core.text import consensus
 from finegate.tasks.clean import clean_drop, resolve_label
 from finegate.tasks.dedup import dedup_drops
 from finegate.tasks.ingest import ingest_drop
-from finegate.tasks.labels import annotation_agreement, choose_actions, label_issues, review_labels
+from finegate.tasks.labels import (
+    STATE_FILE,
+    annotation_agreement,
+    choose_actions,
+    decisions_file,
+    label_issues,
+    review_labels,
+)
 from finegate.tasks.quality import build_scorecard
 from finegate.tasks.snapshot import build_curated_snapshot
 from tests.factories import LABEL_SET, LABELS, topic_rows
@@ -149,3 +158,167 @@ def test_cleaning_policies_end_in_a_snapshot_whose_rows_add_up(policy: str,
         assert len(relabelled) == review.actions["relabel"] >= 8
         assert snapshot.rows == read - dedup.duplicates  # nothing dropped, labels fixed
         assert (relabelled["label"] == relabelled["id"].map(truth)).mean() >= 0.9
+
+
+# --- a night costs its drop: incremental review ---------------------------------------------
+
+
+def land(landing: Path, lake: Lake, drop: str, rows: list[dict[str, str]]) -> None:
+    """Write ``rows`` as one JSONL drop, then ingest and clean it."""
+    folder = landing / drop
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_json(folder / "rows.jsonl", orient="records", lines=True)
+    ingest_drop(landing, drop, lake)
+    clean_drop(drop, lake, LABEL_SET)
+
+
+def night(lake: Lake, drops: list[str], settings: LabelsConfig) -> LabelsResult:
+    """Dedup the drops and review their labels, as the nightly flow does."""
+    return review_labels(lake, drops, dedup_drops(lake, drops, DedupConfig()), LABELS, settings)
+
+
+def flipped(rows: list[dict[str, str]], every: int = 7) -> list[dict[str, str]]:
+    """``rows`` with every ``every``-th label moved to the next label (known noise)."""
+    return [{**r, "label": LABELS[(LABELS.index(r["label"]) + 1) % 3]} if i % every == 0 else r
+            for i, r in enumerate(rows)]
+
+
+def decisions_of(lake: Lake, drop: str) -> pd.DataFrame:
+    return pd.read_parquet(decisions_file(lake, drop)).sort_values(["source", "position"])
+
+
+@pytest.fixture
+def two_nights(tmp_path: Path) -> tuple[Lake, Path]:
+    """A lake whose label review ran on night 1 (day1) and day2 has landed since."""
+    landing, lake = tmp_path / "landing", Lake.at(tmp_path / "lake")
+    land(landing, lake, "day1", flipped(topic_rows(150, seed=11, prefix="a")))
+    night(lake, ["day1"], LabelsConfig())
+    land(landing, lake, "day2", flipped(topic_rows(60, seed=12, prefix="b")))
+    return lake, landing
+
+
+def test_a_night_reviews_only_its_new_drop(two_nights: tuple[Lake, Path]) -> None:
+    lake, _ = two_nights
+    before = decisions_file(lake, "day1").stat().st_mtime_ns
+    result = night(lake, ["day1", "day2"], LabelsConfig())
+    assert decisions_file(lake, "day1").stat().st_mtime_ns == before  # not rewritten
+    assert result.noise_detection.startswith(
+        "incremental: 60 new rows judged against all 150 earlier rows; tfidf+logreg")
+    assert result.rows_scored == 60
+    decisions = pq.read_table(lake.labels, columns=["drop", "is_label_issue"]).to_pandas()
+    assert decisions["drop"].value_counts().to_dict() == {"day1": 150, "day2": 60}
+    assert result.rows == 210 and result.issues == int(decisions["is_label_issue"].sum())
+    again = night(lake, ["day1", "day2"], LabelsConfig())  # a rerun has nothing new to score
+    assert again.rows_scored == 0 and again.noise_detection.startswith("no new rows")
+    assert (again.rows, again.issues, again.actions) == (result.rows, result.issues,
+                                                         result.actions)
+
+
+def test_below_the_sample_cap_a_night_equals_a_full_review(
+        two_nights: tuple[Lake, Path]) -> None:
+    lake, _ = two_nights
+    night(lake, ["day1", "day2"], LabelsConfig())
+    incremental = decisions_of(lake, "day2")
+    (lake.labels / STATE_FILE).unlink()  # forget the history: the next review is a full one
+    full = night(lake, ["day1", "day2"], LabelsConfig())
+    assert full.noise_detection.startswith("full review of 210 rows")
+    pd.testing.assert_frame_equal(incremental.reset_index(drop=True),
+                                  decisions_of(lake, "day2").reset_index(drop=True))
+    assert incremental["is_label_issue"].sum() >= 5  # the comparison is not trivially empty
+
+
+def test_few_new_rows_are_fitted_with_a_stratified_sample_of_the_history(
+        two_nights: tuple[Lake, Path]) -> None:
+    lake, _ = two_nights
+    result = night(lake, ["day1", "day2"], LabelsConfig(joint_rows=30))
+    assert result.noise_detection.startswith(
+        "incremental: 60 new rows judged against a stratified sample of 30 of 150 earlier rows;"
+        " tfidf+logreg, 5-fold")  # 60 rows are too few to be judged on their own
+    assert len(decisions_of(lake, "day2")) == 60
+
+
+def test_many_new_rows_are_judged_by_a_model_of_the_history(tmp_path: Path) -> None:
+    landing, lake = tmp_path / "landing", Lake.at(tmp_path / "lake")
+    land(landing, lake, "day1", flipped(topic_rows(900, seed=11, prefix="a")))
+    night(lake, ["day1"], LabelsConfig())
+    land(landing, lake, "day2", flipped(topic_rows(1_200, seed=12, prefix="b")))
+    result = night(lake, ["day1", "day2"], LabelsConfig(joint_rows=100, sample_rows=600))
+    assert result.noise_detection.startswith(
+        "incremental: 1,200 new rows judged against a stratified sample of 600 of 900 earlier "
+        "rows; tfidf+logreg fitted on those rows, the new rows held out")
+    found = decisions_of(lake, "day2")
+    noisy = found["id"].isin({f"b-{i}" for i in range(0, 1_200, 7)})
+    assert (found["is_label_issue"] & noisy).sum() >= 0.8 * noisy.sum()  # recall
+    assert (found["is_label_issue"] & ~noisy).sum() <= 0.2 * found["is_label_issue"].sum()
+    assert (found.loc[noisy, "action"] == "drop").mean() >= 0.8
+
+
+def test_a_reingested_drop_is_reviewed_again(two_nights: tuple[Lake, Path]) -> None:
+    lake, landing = two_nights
+    night(lake, ["day1", "day2"], LabelsConfig())
+    day2 = decisions_file(lake, "day2").stat().st_mtime_ns
+    ingest_drop(landing, "day1", lake)  # re-ingested: new silver files
+    clean_drop("day1", lake, LABEL_SET)
+    result = night(lake, ["day1", "day2"], LabelsConfig())
+    assert result.noise_detection.startswith("incremental: 150 new rows")
+    assert decisions_file(lake, "day2").stat().st_mtime_ns == day2
+    assert result.rows == 210
+
+
+def removal_log(folder: Path, rows: pd.DataFrame) -> DedupResult:
+    """A dedup result whose log removes ``rows`` (as an id reused in a later drop would)."""
+    log = rows.assign(text_hash="", duplicate_of=rows["id"], cluster="test", reason="test")
+    write_parquet(log, folder / "duplicates", DUPLICATES_SCHEMA, "part")
+    write_parquet(pd.DataFrame(columns=CONFLICTS_SCHEMA.names), folder / "conflicts",
+                  CONFLICTS_SCHEMA, "part")
+    return DedupResult(str(folder / "duplicates"), str(folder / "conflicts"), rows_in=0,
+                       exact_duplicates=len(rows), near_duplicates=0, conflicts=0)
+
+
+def test_rows_dedup_removes_later_leave_the_decisions(two_nights: tuple[Lake, Path],
+                                                      tmp_path: Path) -> None:
+    lake, _ = two_nights
+    night(lake, ["day1", "day2"], LabelsConfig(policy="drop"))
+    day1 = decisions_of(lake, "day1")
+    gone = pd.concat([day1.loc[day1["action"] == "drop"].head(1),
+                      day1.loc[day1["action"] == "keep"].head(2)])
+    result = review_labels(lake, ["day1", "day2"], removal_log(tmp_path / "d1", gone), LABELS,
+                           LabelsConfig(policy="drop"))
+    assert result.noise_detection.startswith("no new rows") and result.rows == 207
+    keys = set(zip(gone["source"], gone["position"], strict=True))
+    left = decisions_of(lake, "day1")
+    assert len(left) == 147 and not keys & set(zip(left["source"], left["position"],
+                                                   strict=True))
+    quarantined = pq.read_table(lake.quarantine("day1", "labels")).to_pandas()
+    assert len(quarantined) == (left["action"] == "drop").sum()
+    # when the log no longer removes them, they come back and are reviewed again
+    back = review_labels(lake, ["day1", "day2"], removal_log(tmp_path / "d2", gone.iloc[:0]),
+                         LABELS, LabelsConfig(policy="drop"))
+    assert back.rows == 210 and back.noise_detection.startswith("incremental: 150 new rows")
+
+
+def test_a_dropped_drop_leaves_the_decisions(two_nights: tuple[Lake, Path]) -> None:
+    lake, _ = two_nights
+    night(lake, ["day1", "day2"], LabelsConfig())
+    result = night(lake, ["day2"], LabelsConfig())
+    assert result.rows == 60 and not decisions_file(lake, "day1").exists()
+
+
+def test_full_review_on_schedule_on_drift_and_on_new_settings(
+        two_nights: tuple[Lake, Path]) -> None:
+    lake, landing = two_nights
+    every_two = LabelsConfig(full_review_every=2)
+    assert night(lake, ["day1", "day2"], every_two).noise_detection.startswith("incremental")
+    land(landing, lake, "day3", topic_rows(30, seed=13, prefix="c"))
+    scheduled = night(lake, ["day1", "day2", "day3"], every_two)
+    assert scheduled.noise_detection.startswith("full review of 240 rows (scheduled every 2")
+    assert scheduled.rows_scored == 240
+    sports = [r for r in topic_rows(90, seed=14, prefix="d") if r["label"] == "sports"]
+    land(landing, lake, "day4", sports)  # one label only: the shares drift
+    drifted = night(lake, ["day1", "day2", "day3", "day4"], every_two)
+    assert drifted.noise_detection.startswith(
+        "full review of 270 rows (the label shares of the new rows differ from the history's by "
+        "0.67, more than drift_threshold 0.1)")  # sports: a third of the history, all of day4
+    changed = night(lake, ["day1", "day2", "day3", "day4"], LabelsConfig(policy="flag"))
+    assert "(the label settings changed)" in changed.noise_detection
+    assert set(changed.actions) <= {"keep", "flag"}

@@ -26,13 +26,16 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 @dataclass(frozen=True)
 class Nights:
-    """Three nights of one lake: the first delivery, nothing new, then a new drop."""
+    """Four nights of one lake: the first delivery (on a 4-step budget, a model that predicts
+    one class), nothing new, a new drop trained on a budget that learns the topics (a better
+    challenger), then the same snapshot on the 4-step budget again (a worse challenger)."""
 
     config: Config
     first: NightlyResult
     second: NightlyResult
     versions_after_second: int  # model versions in the registry after night two
     third: NightlyResult
+    fourth: NightlyResult
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,15 @@ def nights(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Ni
     second = run_nightly(config)
     versions = len(registry(config).search_model_versions(f"name='{config.model_name}'"))
     write_new_drop(landing / "day3")
-    return Nights(config, first, second, versions, run_nightly(config))
+    third = run_nightly(with_a_learning_budget(config))
+    return Nights(config, first, second, versions, third, run_nightly(config))
+
+
+def with_a_learning_budget(config: Config) -> Config:
+    """150 steps at a high learning rate: the tiny BERT learns the topics (golden macro-F1 ~1),
+    where the 4-step budget only ever predicts one class."""
+    return config.model_copy(update={"train": config.train.model_copy(update={
+        "cpu_max_steps": 150, "cpu_learning_rate": 3e-3, "epochs": 20})})
 
 
 def registry(config: Config):
@@ -97,18 +108,76 @@ def test_night_two_with_nothing_new_neither_reads_nor_trains(nights: Nights) -> 
     assert nights.versions_after_second == 1
 
 
-def test_night_three_reads_only_the_new_drop_and_registers_a_challenger(nights: Nights) -> None:
+def test_night_three_reads_only_the_new_drop_and_a_better_challenger_becomes_champion(
+        nights: Nights) -> None:
     first, third, config = nights.first, nights.third, nights.config
+    client = registry(config)
     assert third.drops_ingested == ["day3"] and third.trained
     assert third.accounting.rows_read == 129 + 12 and third.accounting.holds
     assert third.snapshot.rows == first.snapshot.rows + 12
-    assert third.registered.version == "2" and "challenger" in third.registered.aliases
-    decided = registry(config).get_model_version(config.model_name, "2").tags
+    assert third.registered.version == "2"
+    assert third.registered.aliases == ["challenger", "champion"]
+    decided = client.get_model_version(config.model_name, "2").tags
+    assert decided["finegate.promotion"] == "promoted to champion"
     assert decided["finegate.promotion.set"] == "golden"
+    assert float(decided["finegate.promotion.challenger_macro_f1"]) > 0.9
+    assert float(decided["finegate.promotion.champion_macro_f1"]) < 0.5
     history = json.loads((Path(config.lake_path) / "curated" / "history.json").read_text())
     assert [h["snapshot"] for h in history] == [first.snapshot.digest, third.snapshot.digest]
     drift = json.loads(Path(third.scorecard_path).read_text())["drift"]
     assert drift["new_rows"] == 12 and drift["new_drop"] == "day3"
+
+
+def test_night_four_a_worse_challenger_stays_challenger(nights: Nights) -> None:
+    fourth, config = nights.fourth, nights.config
+    client = registry(config)
+    assert fourth.drops_ingested == [] and fourth.trained  # same data, another budget
+    assert fourth.snapshot.digest == nights.third.snapshot.digest
+    assert fourth.registered.version == "3" and fourth.registered.aliases == ["challenger"]
+    assert str(client.get_model_version_by_alias(config.model_name, "champion").version) == "2"
+    decided = client.get_model_version(config.model_name, "3").tags
+    assert decided["finegate.promotion"] == "champion stays 2"
+    assert "recall below the floor" in decided["finegate.promotion.reasons"]
+    assert client.get_registered_model(config.model_name).tags[
+        "finegate.champion_history"] == "1,2"
+
+
+PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".joblib", ".ckpt"}
+
+
+def pickled(path: Path) -> bool:
+    """Whether a file holds pickled objects: a pickle stream (protocol 2+ starts with 0x80) or
+    a torch.save zip archive (which carries a data.pkl)."""
+    import zipfile
+
+    head = path.read_bytes()[:2]
+    if head[:1] == b"\x80":
+        return True
+    if head == b"PK" and zipfile.is_zipfile(path):
+        return any(n.endswith(".pkl") for n in zipfile.ZipFile(path).namelist())
+    return False
+
+
+def test_no_pickles_are_shipped_with_the_registered_model(nights: Nights,
+                                                          tmp_path: Path) -> None:
+    from mlflow.artifacts import download_artifacts
+    from safetensors import safe_open
+
+    config, version = nights.config, nights.first.registered
+    client = registry(config)
+    model = Path(download_artifacts(artifact_uri=f"models:/{config.model_name}/"
+                                    f"{version.version}", dst_path=str(tmp_path / "model"),
+                                    tracking_uri=config.tracking_uri()))
+    run = Path(download_artifacts(run_id=version.run_id, artifact_path="",
+                                  dst_path=str(tmp_path / "run"),
+                                  tracking_uri=config.tracking_uri()))
+    files = [p for root in (model, run) for p in root.rglob("*") if p.is_file()]
+    [weights] = [p for p in files if p.suffix == ".safetensors"]
+    with safe_open(weights, "pt") as tensors:  # a real safetensors file, with the classifier
+        assert "classifier.weight" in set(tensors.keys())
+    assert [p for p in files if p.suffix in PICKLE_SUFFIXES
+            or (p.suffix != ".safetensors" and pickled(p))] == []
+    assert client.get_model_version(config.model_name, version.version).source
 
 
 def write_new_drop(folder: Path) -> None:
@@ -118,42 +187,76 @@ def write_new_drop(folder: Path) -> None:
     (folder / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
 
-class Killed(RuntimeError):
-    """The training process dies right after a checkpoint."""
+FLOW_WITH_A_SLOW_TRAINING = """
+import sys, time
+from finegate.core.config import load_config
+from finegate.flows.nightly import run_nightly
+from finegate.tasks import finetune
+
+real_step = finetune.train_step
+
+def slow_step(*args, **kwargs):  # leaves time to kill the process between two checkpoints
+    time.sleep(0.5)
+    return real_step(*args, **kwargs)
+
+finetune.train_step = slow_step
+run_nightly(load_config(sys.argv[1]))
+"""
 
 
 def test_a_run_killed_during_training_resumes_from_its_checkpoint(small_config: Config,
+                                                                 tmp_path: Path,
                                                                  monkeypatch) -> None:
+    """The flow runs in its own process, which gets a SIGKILL (with its Dask workers) as soon
+    as training wrote a checkpoint; the next run reads no drop and goes on from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+    from prefect.settings import PREFECT_API_URL
+
     from finegate.tasks import finetune as finetune_module
+
+    config = small_config.model_copy(update={"train": small_config.train.model_copy(
+        update={"checkpoint_every": 2, "cpu_max_steps": 12, "epochs": 2})})
+    config_file = tmp_path / "finegate.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(
+        mode="json", exclude={"mlflow_tracking_uri"})))
+    lake = Path(config.lake_path)
+    flow = subprocess.Popen([sys.executable, "-c", FLOW_WITH_A_SLOW_TRAINING, str(config_file)],
+                            env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()},
+                            stdout=(tmp_path / "killed.log").open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list(lake.glob("models/*/checkpoint/state.pt")):
+        assert flow.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.1)
+    os.killpg(flow.pid, signal.SIGKILL)  # the flow process and its Dask workers: no cleanup
+    assert flow.wait(timeout=60) == -signal.SIGKILL
+    [model_dir] = list((lake / "models").iterdir())
+    assert not (model_dir / "model.safetensors").exists()  # killed before the model was saved
+    ledger = json.loads((lake / "ledger.json").read_text())
+    assert sorted(ledger["drops"]) == ["day1", "day2"]  # the data work is kept
 
     real, results = finetune_module.train, []
 
-    def killed_in_the_first_run(*args, on_progress=None, **kwargs):  # task and retry both die
-        if len(results) < 2:
-            results.append("killed")
-
-            def die_after_step_2(step: int, total: int, loss: float) -> None:
-                if on_progress:
-                    on_progress(step, total, loss)
-                if step >= 2:
-                    raise Killed(f"killed after step {step} (checkpoint kept)")
-
-            return real(*args, on_progress=die_after_step_2, **kwargs)
-        results.append(real(*args, on_progress=on_progress, **kwargs))
+    def recorded(*args, **kwargs):
+        results.append(real(*args, **kwargs))
         return results[-1]
 
-    monkeypatch.setattr(finetune_module, "train", killed_in_the_first_run)
-    config = small_config.model_copy(update={"train": small_config.train.model_copy(
-        update={"checkpoint_every": 1})})
-    with pytest.raises(Killed):
-        run_nightly(config)
-    ledger = json.loads((Path(config.lake_path) / "ledger.json").read_text())
-    assert sorted(ledger["drops"]) == ["day1", "day2"]  # the data work is kept
-
+    monkeypatch.setattr(finetune_module, "train", recorded)
     resumed = run_nightly(config)
     assert resumed.drops_ingested == [] and resumed.trained  # nothing re-ingested
-    assert results[-1].resumed_from == 3 and results[-1].steps == 4  # went on from step 3
-    assert resumed.accounting.holds and resumed.registered.version == "1"
+    [trained] = results
+    assert 0 < trained.resumed_from < 12 and trained.resumed_from % 2 == 0  # from a checkpoint
+    assert trained.steps == 12
+    assert resumed.accounting == Accounting(rows_read=129, curated=120, quarantined=7,
+                                            duplicates=2)
+    assert resumed.registered.version == "1"
 
 
 def test_failing_gate_stops_before_training(small_config: Config, tmp_path: Path) -> None:

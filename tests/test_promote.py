@@ -88,3 +88,68 @@ def test_manual_promote_and_rollback_keep_history(tmp_path: Path) -> None:
     assert rollback_champion(client, "m") == "1"
     with pytest.raises(ValueError, match="no earlier champion"):
         rollback_champion(client, "m")
+
+
+
+class Flaky:
+    """A registry client whose ``method`` fails once, right after doing its work, when called
+    with ``argument`` (the retried task's first try dies mid-way)."""
+
+    def __init__(self, client, method: str, argument: str) -> None:
+        self.client, self.method, self.argument, self.failed = client, method, argument, False
+
+    def __getattr__(self, attribute: str):
+        method = getattr(self.client, attribute)
+        if attribute != self.method or self.failed:
+            return method
+
+        def fail_after(*args, **kwargs):
+            result = method(*args, **kwargs)
+            if self.argument in args:
+                self.failed = True
+                raise ConnectionError(f"registry connection lost after {attribute}{args}")
+            return result
+        return fail_after
+
+
+@pytest.mark.parametrize(("method", "argument"), [
+    ("set_registered_model_alias", CHAMPION),  # the alias moved, nothing else
+    ("set_registered_model_tag", "finegate.champion_history"),  # history written, no tags
+    ("set_model_version_tag", "finegate.promotion.reasons"),  # some decision tags written
+])
+def test_a_retried_promotion_moves_the_champion_once_and_records_the_decision(
+        tmp_path: Path, monkeypatch, method: str, argument: str) -> None:
+    """The first try dies after writing part of the decision; the retry (and a later run that
+    finds the version undecided) leave one champion, one history entry and every tag."""
+    import json
+
+    from finegate.core.config import Config, LabelSet, TrainConfig
+    from finegate.core.registry import PROMOTION_TAG
+    from finegate.core.registry import client as registry_client
+    from finegate.tasks import promote
+
+    config = Config(lake_path=str(tmp_path))
+    client = registry_client(config.registry)
+    client.create_registered_model(config.model_name)
+    client.create_model_version(config.model_name, source="file:///tmp/m")
+    report = tmp_path / "evaluation.json"
+    report.write_text(json.dumps({"golden": {"truth": TRUTH, "predictions": TRUTH}}))
+    flaky = Flaky(client, method, argument)
+    monkeypatch.setattr(promote, "client", lambda settings: flaky)
+
+    def promote_version_1() -> PromotionDecision:
+        return promote.promote_challenger(config.registry, "1", str(report), rules=RULES,
+                                          train=TrainConfig(), golden_path="",
+                                          label_set=LabelSet(tuple(LABELS), {}))
+
+    with pytest.raises(ConnectionError):
+        promote_version_1()
+    assert flaky.failed
+    assert promote_version_1().promote  # the task's retry
+    assert promote_version_1().promote  # a later run that finds it undecided
+    assert champion_history(client, config.model_name) == ["1"]
+    assert current_champion(client, config.model_name) == "1"
+    tags = client.get_model_version(config.model_name, "1").tags
+    assert tags[PROMOTION_TAG] == "promoted to champion"
+    assert tags[f"{PROMOTION_TAG}.set"] == "golden" and tags[f"{PROMOTION_TAG}.reasons"]
+    assert len(client.search_model_versions(f"name='{config.model_name}'")) == 1

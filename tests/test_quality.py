@@ -1,4 +1,5 @@
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -6,14 +7,24 @@ import pytest
 from finegate.core.history import record_history
 from finegate.core.lake import Lake, write_json
 from finegate.core.results import Accounting
+from finegate.tasks import ingest
+from finegate.tasks.clean import clean_drop
+from finegate.tasks.ledger import (
+    ledger_drops,
+    plan_drops,
+    record_drop,
+    retract_drops,
+    retracted_rows,
+)
 from finegate.tasks.quality import (
     AccountingError,
     account_rows,
     build_scorecard,
     check_accounting,
+    check_ingest_count,
     class_balance,
 )
-from tests.factories import curate, topic_text
+from tests.factories import LABEL_SET, curate, topic_text
 
 
 def test_class_balance() -> None:
@@ -28,7 +39,7 @@ def test_scorecard_accounts_for_every_row(dirty_landing: Path, tmp_path: Path) -
     snapshot, dedup, review = curate(dirty_landing, lake)
     card = build_scorecard(129, snapshot, lake, ["sports", "tech", "politics"], dedup, review)
     assert card["accounting"] == {"rows_read": 129, "curated": 120, "quarantined": 7,
-                                  "duplicates": 2, "holds": True}
+                                  "duplicates": 2, "retracted": 0, "holds": True}
     assert card["rows"] == 120
     assert card["duplicate_ratio"] == pytest.approx(2 / 122)
     assert card["exact_duplicate_ratio"] == pytest.approx(2 / 122)
@@ -76,3 +87,47 @@ def test_empty_landing_gives_an_empty_snapshot_that_adds_up(tmp_path: Path) -> N
     assert card["rows"] == 0 and card["accounting"]["holds"]
     assert card["class_balance"] == 0.0
     assert "skipped" in card["noise_detection"]
+
+
+def ingest_and_clean(landing: Path, lake: Lake, drops: list[str]) -> int:
+    """Ingest and clean drops as a night does, recording them in the ledger; rows read."""
+    plan = plan_drops(landing, lake)
+    for drop in drops:
+        ingested = ingest.ingest_drop(landing, drop, lake)
+        clean_drop(drop, lake, LABEL_SET)
+        record_drop(lake, drop, plan.scans[drop], ingested.rows_read)
+    return sum(ledger_drops(lake).values())
+
+
+def test_a_reader_that_drops_a_row_fails_the_accounting(dirty_landing: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    parse_jsonl = ingest._parse_jsonl
+    monkeypatch.setattr(ingest, "_parse_jsonl", lambda *args: parse_jsonl(*args)[:-1])
+    lake = Lake.at(tmp_path / "lake")
+    rows_read = ingest_and_clean(dirty_landing, lake, ["day1", "day2"])
+    snapshot, _, _ = curate(dirty_landing, lake, new=())
+    accounting = account_rows(rows_read, snapshot, lake)
+    assert rows_read == 129 and not accounting.holds
+    # the line dropped is a planted duplicate: it vanished from the dedup log, not from the count
+    with pytest.raises(AccountingError, match=r"rows read \(129\) != .* duplicates \(1\)"):
+        check_accounting(accounting)
+    day2 = ingest.ingest_drop(dirty_landing, "day2", lake)
+    assert day2.miscounted == ["day2/rows.jsonl holds 35 row(s), the reader returned 34"]
+    with pytest.raises(AccountingError, match="drop 'day2' does not add up: day2/rows.jsonl"):
+        check_ingest_count(day2)
+
+
+def test_a_retracted_drop_leaves_the_snapshot_and_is_counted_apart(dirty_landing: Path,
+                                                                   tmp_path: Path) -> None:
+    lake = Lake.at(tmp_path / "lake")
+    ingest_and_clean(dirty_landing, lake, ["day1", "day2"])
+    curate(dirty_landing, lake, new=())
+    shutil.rmtree(dirty_landing / "day1")  # the user takes back the first delivery
+    assert retract_drops(lake, plan_drops(dirty_landing, lake).retracted) == {"day1": 32}
+    drops = list(ledger_drops(lake))
+    snapshot, _, _ = curate(dirty_landing, lake, drops=tuple(drops), new=())
+    accounting = account_rows(sum(ledger_drops(lake).values()), snapshot, lake,
+                              retracted=retracted_rows(lake))
+    assert accounting == Accounting(rows_read=97, curated=89, quarantined=6, duplicates=2,
+                                    retracted=32)
+    assert accounting.holds and snapshot.drops == ["day2"]

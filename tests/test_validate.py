@@ -19,7 +19,7 @@ from tests.factories import LABELS, curate, gate_on, topic_rows, topic_text
 CLEAN_CARD = {"snapshot": "0" * 64, "rows": 60, "duplicate_ids": 0, "class_balance": 1.0,
               "max_class_share": 0.5, "labels_present": 2, "min_class_rows": 30,
               "duplicate_ratio": 0.01, "empty_ratio": 0.0, "noise_ratio": 0.0,
-              "annotation_consistency": 1.0, "quarantine_ratio": 0.0,
+              "annotation_consistency": 1.0, "quarantine_ratio": 0.0, "golden_train_leaks": 0,
               "drift": {"new_drop_label_linf": 0.0, "label_linf": 0.02,
                         "length_js_distance": 0.05, "median_length_change": 0.0,
                         "oov_rate": 0.01}}
@@ -83,8 +83,9 @@ def test_mostly_is_judged_on_the_combined_share(tmp_path: Path, config: Config) 
     ({}, {"empty_ratio": 0.15}, "column=empty_ratio, max_value=0.1"),
     ({}, {"drift": {**CLEAN_CARD["drift"], "label_linf": 0.3}}, "column=label_linf"),
     ({}, {"duplicate_ids": 2}, "column=duplicate_ids"),
+    ({}, {"golden_train_leaks": 2}, "column=golden_train_leaks"),
 ], ids=["label-outside-set", "class-collapse", "duplicate-flood", "empty-texts",
-        "label-drift", "duplicate-ids"])
+        "label-drift", "duplicate-ids", "golden-leak"])
 def test_bad_data_fails_on_the_named_expectation(tmp_path: Path, config: Config, changes: dict,
                                                  card: dict, named: str) -> None:
     with pytest.raises(QualityGateFailed) as failure:
@@ -175,3 +176,46 @@ def test_bad_data_fails_the_gate_from_the_rows_up(dirty_landing: Path, tmp_path:
     with pytest.raises(QualityGateFailed, match="duplicate flood"):
         gate_on(snapshot.data_path, card, config.model_copy(
             update={"lake_path": str(lake.root)}), tmp_path / "flood-run")
+
+
+def broken_suites(tmp_path: Path, config: Config, suite: str, edit) -> Path:
+    import shutil
+
+    folder = tmp_path / "expectations"
+    shutil.copytree(config.expectations_path, folder)
+    path = folder / f"{suite}.json"
+    path.write_text(edit(path.read_text()))
+    return folder
+
+
+def test_a_truncated_suite_is_named_with_its_line_and_column(tmp_path: Path,
+                                                             config: Config) -> None:
+    from finegate.tasks.validate import SuiteError, check_suites
+
+    folder = broken_suites(tmp_path, config, "curated_drift", lambda text: text[:len(text) // 2])
+    with pytest.raises(SuiteError, match=r"curated_drift.json is not valid JSON: .* at line "
+                                         r"\d+, column \d+"):
+        check_suites(folder)
+
+
+@pytest.mark.parametrize(("expectation", "message"), [
+    ({"type": "expect_column_values_to_be_betwen", "kwargs": {"column": "rows"}},
+     r"expectation 16 \(expect_column_values_to_be_betwen\) is not valid: .*not found"),
+    ({"type": "expect_column_values_to_be_between", "kwargs": {"colum": "rows"}},
+     r"expectation 16 \(expect_column_values_to_be_between\) is not valid"),
+    ({"kwargs": {"column": "rows"}}, r"expectation 16 needs a \"type\""),
+], ids=["unknown-type", "unknown-argument", "no-type"])
+def test_a_suite_gx_would_refuse_is_refused_before_any_work(tmp_path: Path, config: Config,
+                                                            expectation: dict,
+                                                            message: str) -> None:
+    from finegate.tasks.validate import SuiteError, check_suites
+
+    def append(text: str) -> str:
+        suite = json.loads(text)
+        suite["expectations"].append(expectation)
+        return json.dumps(suite)
+
+    assert len(json.loads(Path(config.expectations_path, "curated_dataset.json").read_text())[
+        "expectations"]) == 15
+    with pytest.raises(SuiteError, match=message):
+        check_suites(broken_suites(tmp_path, config, "curated_dataset", append))

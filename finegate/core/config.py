@@ -91,8 +91,18 @@ class DedupConfig(Strict):
     # Defaults chosen by benchmarks/quality_engine.py (BENCHMARKS.md): word bigrams at an
     # estimated Jaccard of 0.5 find 99% of perturbed copies with no false positive on BBC News.
     threshold: float = Field(default=0.5, gt=0, le=1, description="estimated Jaccard")
+    # Kept rows at least this similar to an earlier row are "related" (a paraphrase, a story
+    # retold) and share its split, so no pair of them straddles train and test.
+    related_threshold: float = Field(default=0.4, gt=0, le=1, description="estimated Jaccard")
     shingle_size: int = Field(default=2, ge=1, description="words per shingle")
     num_perm: int = Field(default=128, ge=16)
+
+    @model_validator(mode="after")
+    def _related_below_duplicate(self) -> DedupConfig:
+        if self.related_threshold > self.threshold:
+            raise ValueError(f"dedup.related_threshold ({self.related_threshold}) must not be "
+                             f"above dedup.threshold ({self.threshold})")
+        return self
 
 
 class LabelsConfig(Strict):
@@ -104,9 +114,15 @@ class LabelsConfig(Strict):
     relabel_confidence: float = Field(default=0.8, gt=0, le=1,
                                       description="relabel only when the model is this sure")
     folds: int = Field(default=5, ge=2)
-    # A night fits the noise model on the new rows plus a stratified sample of at most this many
-    # earlier rows (BENCHMARKS.md: within 0.02 precision/recall of a full re-review)
-    sample_rows: int = Field(default=20_000, ge=0, description="earlier rows a night samples")
+    # A night judges its new rows with one model fitted on a stratified sample of at most
+    # sample_rows earlier rows (the new rows are held out by construction). While the earlier
+    # rows are at most joint_rows (or the new rows too few to be judged alone), the new rows
+    # are fitted out-of-fold together with (a sample of) them, which below the cap is exactly
+    # a full review. Chosen by benchmarks/label_review_scaling.py (BENCHMARKS.md).
+    sample_rows: int = Field(default=100_000, ge=1, description="earlier rows a night's "
+                             "noise model is fitted on")
+    joint_rows: int = Field(default=20_000, ge=0, description="up to this many earlier rows, "
+                            "a night fits out-of-fold over them and the new rows together")
     full_review_every: int = Field(default=0, ge=0, description="re-review the whole history "
                                    "every N nights with new rows; 0 = never on schedule")
     drift_threshold: float = Field(default=0.1, gt=0, le=1, description="re-review the whole "

@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,6 +133,28 @@ class Lake:
         for folder, target in zip(folders, targets, strict=True):
             replace_dir(folder, target)
         shutil.rmtree(staging, ignore_errors=True)
+
+    def remove_stale_staging(self, older_than_s: float) -> int:
+        """Remove staging folders last written more than ``older_than_s`` ago (left by a killed
+        run); returns how many. Call it only while holding :func:`lake_lock`: the age spares
+        folders of writers that do not take the lock (a test, a benchmark) still at work."""
+        removed = 0
+        cutoff = time.time() - older_than_s
+        for folder in sorted((self.root / "_staging").glob("*")):
+            if folder.is_dir() and newest_mtime(folder) < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
+
+
+def newest_mtime(folder: Path) -> float:
+    """The latest modification time of a folder or anything inside it (now, when it changes
+    while being looked at: someone is writing it)."""
+    try:
+        return max([folder.stat().st_mtime,
+                    *(p.stat().st_mtime for p in folder.rglob("*") if not p.is_symlink())])
+    except OSError:
+        return time.time()
 
 
 class LakeBusy(RuntimeError):

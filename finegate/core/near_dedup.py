@@ -29,11 +29,27 @@ def candidate_pairs(keys_a: np.ndarray, keys_b: np.ndarray | None = None) -> np.
     key, row, side = key[order], row[order], side[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     sizes = np.diff(np.r_[starts, len(key)])
-    pairs = [_pairs_in_bucket(row[s:s + n], side[s:s + n], same)
-             for s, n in zip(starts[sizes > 1], sizes[sizes > 1], strict=True)]
+    # buckets of two (most of them) vectorised; larger ones one by one
+    two = starts[sizes == 2]
+    pairs = [_pairs_of_twos(row[two], row[two + 1], side[two], side[two + 1], same)]
+    pairs += [_pairs_in_bucket(row[s:s + n], side[s:s + n], same)
+              for s, n in zip(starts[sizes > 2], sizes[sizes > 2], strict=True)]
+    pairs = [p for p in pairs if len(p)]
     if not pairs:
         return np.empty((0, 2), dtype=np.int64)
     return np.unique(np.concatenate(pairs), axis=0)
+
+
+def _pairs_of_twos(first: np.ndarray, second: np.ndarray, first_side: np.ndarray,
+                   second_side: np.ndarray, same: bool) -> np.ndarray:
+    if same:
+        keep = first != second
+        low, high = np.minimum(first, second)[keep], np.maximum(first, second)[keep]
+        return np.stack([low, high], axis=1)
+    cross = first_side != second_side
+    left = np.where(first_side, second, first)[cross]
+    right = np.where(first_side, first, second)[cross]
+    return np.stack([left, right], axis=1)
 
 
 def _pairs_in_bucket(rows: np.ndarray, sides: np.ndarray, same: bool) -> np.ndarray:

@@ -25,6 +25,8 @@ class IngestResult:
     rows_read: int
     rows_bronze: int
     rows_quarantined: int
+    # files whose parsed rows differ from their counted rows: "<file> holds N row(s), ..."
+    miscounted: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -104,12 +106,15 @@ class SnapshotResult:
 
 @dataclass(frozen=True)
 class Accounting:
-    """Every row read ends curated, quarantined or logged as a duplicate: the identity."""
+    """Every row read ends curated, quarantined or logged as a duplicate: the identity.
+    ``retracted``: rows read from drops removed from the landing zone since (not in the
+    identity: they left the history)."""
 
     rows_read: int
     curated: int
     quarantined: int
     duplicates: int
+    retracted: int = 0
 
     @property
     def holds(self) -> bool:
@@ -205,3 +210,14 @@ class ReportInputs:
     quarantine_dir: str
     evaluation_path: str | None = None
     mlflow: str = ""
+
+
+@dataclass(frozen=True)
+class LeakageResult:
+    """Golden rows the snapshot also holds: per split, and which golden rows (to leave out of
+    the golden metric); the pairs are in ``leakage_path``."""
+
+    leakage_path: str
+    golden_rows: int
+    leaked_by_split: dict[str, int]
+    leaked_golden: list[int]

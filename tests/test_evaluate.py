@@ -1,0 +1,32 @@
+"""Evaluation leaves leaked golden rows out of the golden metric, and shows what they did."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from finegate.core.config import EvaluationConfig, TrainConfig
+from finegate.tasks.evaluate import evaluate_model
+from finegate.tasks.finetune import train
+from tests.factories import LABEL_SET, LABELS, topic_rows
+
+
+def test_leaked_golden_rows_are_left_out_of_the_golden_score(tmp_path: Path,
+                                                             tiny_model_dir: Path) -> None:
+    rows = pd.DataFrame(topic_rows(60, seed=5, prefix="s"))
+    rows["split"] = ["train", "train", "test"] * 20
+    data = tmp_path / "data.parquet"
+    rows.to_parquet(data)
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text("".join(json.dumps(r) + "\n" for r in topic_rows(12, seed=9, prefix="g")))
+    settings = TrainConfig(model_path=str(tiny_model_dir), device="cpu", cpu_max_steps=2,
+                           cpu_max_length=16, cpu_batch_size=8)
+    model = train(str(data), LABELS, settings, tmp_path / "model")
+    result = evaluate_model(model.model_dir, str(data), tmp_path / "run", label_set=LABEL_SET,
+                            train=settings, evaluation=EvaluationConfig(golden_path=str(golden)),
+                            leaked_golden=[0, 5])
+    report = json.loads(Path(result.report_path).read_text())["golden"]
+    assert result.golden_rows == report["rows"] == 10
+    assert report["excluded_rows"] == [0, 5] and len(report["truth"]) == 10
+    assert report["with_leaked_rows"]["rows"] == 12
+    assert report["with_leaked_rows"]["leaked_rows"] == 2
