@@ -41,6 +41,7 @@ def test_reused_id_keeps_the_newest_drop() -> None:
     duplicates = find_duplicates(rows([("a", "day1", "old"), ("a", "day2", "new")]), SETTINGS)
     assert duplicates[["id", "drop"]].values.tolist() == [["a", "day1"]]
     assert "day2 is kept" in duplicates["reason"].iloc[0]
+    assert duplicates[["duplicate_of", "cluster"]].values.tolist() == [["a", "id-a"]]
 
 
 def test_no_duplicates_and_empty_input() -> None:
@@ -87,6 +88,9 @@ def test_near_copies_across_drops_are_logged_and_label_conflicts_flagged(tmp_pat
     near = log.loc[log["cluster"].str.startswith("near-")]
     assert near["id"].tolist() == [f"copy-{i}" for i in range(6)]
     assert near["duplicate_of"].tolist() == [f"o-{i}" for i in range(6)]
+    assert set(near["reason"]) == {"near duplicate (estimated Jaccard >= 0.5)"}
+    exact = log.loc[~log["cluster"].str.startswith("near-")]
+    assert exact["cluster"].str.startswith("exact-").all() and len(exact) == 1
     conflicts = pq.read_table(result.conflicts_path).to_pandas().sort_values("id")
     assert conflicts["id"].tolist() == ["o-4", "o-5"]  # flagged on the kept originals
     assert all(len(labels) == 2 for labels in conflicts["labels"])
@@ -122,6 +126,7 @@ def test_a_late_copy_of_an_early_row_is_caught_without_rehashing_the_history(
     assert log.loc["late-copy", "duplicate_of"] == "early-3"
     assert log.loc["late-copy", "cluster"] == "near-early-3"
     assert log.loc["late-exact", "duplicate_of"] == "early-5"
+    assert log.loc["late-exact", "cluster"].startswith("exact-")
     assert result.rows_in == 30 + 6 * 20 + 12 and result.duplicates == 2
 
 
@@ -168,3 +173,17 @@ def test_a_re_ingested_drop_rebuilds_the_index(tmp_path: Path) -> None:
     assert result.rows_hashed == 11 and result.rows_in == 11
     log = pq.read_table(result.duplicates_path).to_pandas()
     assert log[["id", "duplicate_of"]].values.tolist() == [["b-0", "a-new"]]
+
+
+def test_files_a_killed_night_left_for_an_unrecorded_drop_are_cleared(tmp_path: Path) -> None:
+    landing, lake = tmp_path / "landing", Lake.at(tmp_path / "lake")
+    write_drop(landing, "a", long_rows(10, 1, "a"))
+    land(lake, landing, "a")
+    dedup_drops(lake, ["a"], DedupConfig())
+    leftovers = [lake.dedup_index / "rows" / "b.parquet", lake.dedup / "duplicates" / "b.parquet",
+                 lake.dedup / "conflicts" / "b.parquet"]  # written, never recorded as indexed
+    for path in leftovers:
+        path.write_bytes(b"half a night")
+    result = dedup_drops(lake, ["a"], DedupConfig())
+    assert not any(path.exists() for path in leftovers)
+    assert result.rows_in == 10 and result.duplicates == 0

@@ -45,6 +45,11 @@ def test_malformed_rows_go_to_quarantine_with_reason(dirty_landing: Path, tmp_pa
     bad_json = quarantine.loc[quarantine["reason"].str.startswith("invalid JSON")].iloc[0]
     assert bad_json["raw"] == '{"id": "bad-json", "text": "cut off'
     assert bad_json["position"] == 31
+    # a quarantined row says where it came from: drop, file, line, and the row as written
+    bad_csv = quarantine.loc[quarantine["reason"].str.startswith("CSV row has")].iloc[0]
+    assert bad_csv["raw"] == "c-bad,one field too many,tech,extra"
+    assert bad_csv["drop"] == "day2" and bad_csv["source"].endswith("/day2/rows.csv")
+    assert bad_csv["position"] == 32  # header + 30 rows, then the bad one
     assert {"j-0", "c-0", "p-0"} <= set(bronze["id"])
 
 
@@ -141,6 +146,7 @@ def test_a_csv_without_the_required_columns_is_quarantined_once(tmp_path: Path) 
     [reason] = quarantine["reason"]
     assert reason.startswith("CSV header ['id', 'body', 'category'] has no 'text' column")
     assert quarantine["raw"][0].startswith("id,body,category\n1,some text,tech")
+    assert quarantine["drop"][0] == "d" and quarantine["source"][0].endswith("/d/rows.csv")
 
 
 def test_rows_read_are_counted_from_the_files(dirty_landing: Path, tmp_path: Path) -> None:
