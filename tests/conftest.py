@@ -31,7 +31,10 @@ def dirty_landing(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny randomly initialised BERT with the demo model's tokenizer (no download)."""
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)  # the same tiny model every session: outcomes reproduce
 
     path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(demo_model_path())
