@@ -95,9 +95,13 @@ def evaluate_model(model_dir: str, data_path: str, out_dir: Path, *, label_set: 
     device = pick_device(train.device)
     max_length, labels = eval_max_length(train, device), list(label_set.labels)
     texts, truth = read_split(data_path, "test")
-    report = {"test": {**evaluate_set(model_dir, texts, truth, labels, "test", out_dir,
+    rows = test_rows_scored(len(texts), evaluation.cpu_max_test_rows if device == "cpu" else None)
+    report = {"test": {**evaluate_set(model_dir, [texts[i] for i in rows],
+                                      [truth[i] for i in rows], labels, "test", out_dir,
                                       max_length=max_length, device=device),
-                       "data_path": data_path}}
+                       "data_path": data_path, "split_rows": len(texts)}}
+    if len(rows) < len(texts):
+        report["test"]["rows_scored"] = rows
     if evaluation.golden_path:
         golden_texts, golden_truth = read_golden(evaluation.golden_path, label_set)
         leaked = sorted(set(leaked_golden or []))
@@ -112,10 +116,17 @@ def evaluate_model(model_dir: str, data_path: str, out_dir: Path, *, label_set: 
     path = write_json(out_dir / "evaluation.json", report)
     golden = report.get("golden")
     return EvaluationResult(accuracy=report["test"]["accuracy"],
-                            macro_f1=report["test"]["macro_f1"], test_rows=len(truth),
+                            macro_f1=report["test"]["macro_f1"], test_rows=report["test"]["rows"],
                             report_path=str(path),
                             golden_macro_f1=golden["macro_f1"] if golden else None,
                             golden_rows=golden["rows"] if golden else 0)
+
+
+def test_rows_scored(split_rows: int, cap: int | None) -> list[int]:
+    """The test rows scored: all of them, or ``cap`` rows evenly spaced over the split."""
+    if cap is None or split_rows <= cap:
+        return list(range(split_rows))
+    return sorted({round(i * (split_rows - 1) / (cap - 1)) for i in range(cap)})
 
 
 def with_leaked_rows(golden: dict[str, Any], keep: list[int], leaked: list[int],

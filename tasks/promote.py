@@ -141,7 +141,9 @@ def evaluation_texts(report: dict[str, Any], golden_path: str,
         leaked = set(report["golden"].get("excluded_rows", []))
         return [t for i, t in enumerate(read_golden(golden_path, label_set)[0])
                 if i not in leaked]
-    return read_split(report["test"]["data_path"], "test")[0]
+    texts = read_split(report["test"]["data_path"], "test")[0]
+    scored = report["test"].get("rows_scored")  # a CPU evaluation scores a capped sample
+    return texts if scored is None else [texts[i] for i in scored]
 
 
 def promotion_markdown(version: str, decision: PromotionDecision) -> str:
