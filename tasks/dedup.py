@@ -23,7 +23,6 @@ index, drop by drop with the same code.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from finegate.core.schemas import (
     DUPLICATE_COLUMNS,
     DUPLICATES_SCHEMA,
     write_parquet,
+    write_table,
 )
 
 # --- the index: which drops are in it, and whether it still matches the lake ---------------
@@ -293,14 +293,6 @@ def id_duplicate(row: dict[str, Any], new_keys: pd.DataFrame) -> dict[str, Any]:
 # --- writing the night's findings, and the stage ------------------------------------------
 
 
-def write_file(table: pa.Table, path: Path) -> None:
-    """Write one Parquet file atomically (a killed night never leaves half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    pq.write_table(table, partial)
-    os.replace(partial, path)
-
-
 def index_table(new: Rows, roots: pd.DataFrame, config: MinhashConfig) -> pa.Table:
     """The new drop's index rows: keys, roots, band keys (one column each), signatures."""
     frame = pd.concat([new.keys.reset_index(drop=True), roots], axis=1)
@@ -354,13 +346,9 @@ def index_drop(lake: Lake, drop: str, indexed: list[str], settings: DedupConfig)
     duplicates, roots = decide(new, old, settings, logged_rows(lake))
     all_roots = pd.concat([roots, old.keys[ROOT_COLUMNS]], ignore_index=True)
     conflicts = conflicts_of(duplicates, all_roots, lake.dedup / "duplicates")
-    write_parquet(duplicates, lake.dedup / "duplicates", DUPLICATES_SCHEMA, f".{drop}.tmp")
-    os.replace(lake.dedup / "duplicates" / f".{drop}.tmp.parquet",
-               lake.dedup / "duplicates" / f"{drop}.parquet")
-    write_parquet(conflicts, lake.dedup / "conflicts", CONFLICTS_SCHEMA, f".{drop}.tmp")
-    os.replace(lake.dedup / "conflicts" / f".{drop}.tmp.parquet",
-               lake.dedup / "conflicts" / f"{drop}.parquet")
-    write_file(index_table(new, roots, config), lake.dedup_index / "rows" / f"{drop}.parquet")
+    write_parquet(duplicates, lake.dedup / "duplicates", DUPLICATES_SCHEMA, drop)
+    write_parquet(conflicts, lake.dedup / "conflicts", CONFLICTS_SCHEMA, drop)
+    write_table(index_table(new, roots, config), lake.dedup_index / "rows" / f"{drop}.parquet")
     return len(new.keys)
 
 

@@ -44,8 +44,15 @@ def account_rows(rows_read: int, snapshot: SnapshotResult, lake: Lake, *,
     """Count curated, quarantined and duplicate rows on disk against the rows read (counted
     from the landing files at ingest, independently of parsing). ``retracted``: rows of drops
     removed from the landing zone since, reported but outside the identity."""
+    return accounting_of(rows_read, snapshot, quarantine_reasons(lake, snapshot.drops),
+                         retracted)
+
+
+def accounting_of(rows_read: int, snapshot: SnapshotResult, reasons: pd.Series,
+                  retracted: int) -> Accounting:
+    """The accounting from quarantine reasons already read (one read per scorecard)."""
     return Accounting(rows_read=rows_read, curated=parquet_rows(snapshot.data_path),
-                      quarantined=len(quarantine_reasons(lake, snapshot.drops)),
+                      quarantined=len(reasons),
                       duplicates=parquet_rows(snapshot.duplicates_path), retracted=retracted)
 
 
@@ -131,8 +138,8 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
     previous_data = (pq.read_table(previous / "data", columns=columns).to_pandas()
                      if previous else None)
     counts = {c: int((data["label"] == c).sum()) for c in labels}
-    accounting = account_rows(rows_read, snapshot, lake, retracted=retracted)
     reasons = quarantine_reasons(lake, snapshot.drops)
+    accounting = accounting_of(rows_read, snapshot, reasons, retracted)
     read, deduped = max(rows_read, 1), max(dedup.rows_in, 1)
     card = {
         "snapshot": snapshot.digest,
@@ -195,6 +202,6 @@ def write_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
     scorecard = build_scorecard(rows_read, snapshot, lake, labels, dedup, review,
                                 retracted=retracted, leakage=leakage)
     path = write_json(Path(snapshot.path) / "scorecard.json", scorecard)
-    accounting = account_rows(rows_read, snapshot, lake, retracted=retracted)
+    accounting = Accounting(**{k: v for k, v in scorecard["accounting"].items() if k != "holds"})
     check_accounting(accounting)
     return QualityResult(scorecard_path=str(path), accounting=accounting)

@@ -6,6 +6,7 @@ same schema, including empty ones.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -51,12 +52,21 @@ DECISION_COLUMNS = DECISIONS_SCHEMA.names
 
 
 def write_parquet(frame: pd.DataFrame, folder: Path, schema: pa.Schema, name: str) -> int:
-    """Write ``frame``'s schema columns as ``folder/<name>.parquet``; returns its row count."""
+    """Write ``frame``'s schema columns as ``folder/<name>.parquet``, atomically (a temporary
+    file renamed into place: a killed run never leaves half a file); returns its row count."""
     folder.mkdir(parents=True, exist_ok=True)
     table = (pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
              if len(frame) else schema.empty_table())
-    pq.write_table(table, folder / f"{name}.parquet")
+    write_table(table, folder / f"{name}.parquet")
     return len(frame)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """Write one Parquet file atomically: a temporary file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    pq.write_table(table, partial)
+    os.replace(partial, path)
 
 
 def parquet_rows(path: str | Path) -> int:
