@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from finegate.core.config import Config, load_config
+from finegate.core.config import Config, config_error_message, load_config
 
 # Prefect's temporary server gives itself 20 s to start; a first start (database migrations) on
 # a small machine takes longer. Its telemetry heartbeat is off, as in the Makefile (no network
@@ -21,29 +25,90 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 if TYPE_CHECKING:
     from finegate.flows.nightly import NightlyResult
 
+# Tracebacks never show local variables (a config holds secrets), and only with --debug.
 app = typer.Typer(help="Finegate: data-quality-gated fine-tuning, run as a nightly flow.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_show_locals=False)
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", envvar="FINEGATE_CONFIG",
                              help="YAML config; FINEGATE_* variables override it.")
 
 
-# Exit codes (README, Troubleshooting): 0 the run finished; 1 an unexpected error (traceback);
-# 2 the run was stopped on purpose: quality gate, accounting, or the lake busy with another run;
-# 3 the configuration or an expectation suite is wrong (found before any work starts).
-EXIT_STOPPED, EXIT_CONFIG = 2, 3
+# Exit codes (README, Troubleshooting): 0 the run finished; 1 an unexpected error, or a
+# service failing during the run; 2 the run was stopped on purpose: quality gate, accounting,
+# or the lake busy with another run; 3 the configuration, a path or service it names, or an
+# expectation suite is wrong (found before any work starts). Errors are one paragraph; the
+# traceback only with --debug (or FINEGATE_DEBUG=1).
+EXIT_UNEXPECTED, EXIT_STOPPED, EXIT_CONFIG = 1, 2, 3
+_debug = {"on": False}
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", envvar="FINEGATE_DEBUG",
+                                    help="On an error, print the traceback too.")) -> None:
+    """Finegate: data-quality-gated fine-tuning, run as a nightly flow."""
+    _debug["on"] = debug
+
+
+def _operator_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Every command's errors as one paragraph and a documented exit code; with --debug the
+    traceback too."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit as stop:
+            if _debug["on"] and stop.__cause__ is not None:
+                traceback.print_exception(stop.__cause__, file=sys.stderr)
+            raise
+        except Exception as err:  # noqa: BLE001 - the operator gets a paragraph, not a trace
+            if _debug["on"]:
+                traceback.print_exception(err, file=sys.stderr)
+            raise _fail(_unexpected_message(err), EXIT_UNEXPECTED) from err
+
+    return wrapper
+
+
+def _unexpected_message(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    text = text if len(text) <= 600 else text[:600] + " …"
+    if _is_service_error(err):
+        return (f"Finegate stopped: a service did not answer ({type(err).__name__}: {text}). "
+                "Check that the MLflow tracking server (mlflow_tracking_uri), the Dask "
+                "scheduler (dask.scheduler_address) and the Prefect API (PREFECT_API_URL) are "
+                "up. The lake keeps what was built; the next run continues from it. Rerun with "
+                "--debug for the traceback.")
+    return (f"Finegate failed with an unexpected error: {type(err).__name__}: {text}. The lake "
+            "keeps what was built; the next run continues from it. Rerun with --debug for the "
+            "traceback, and report it if the cause is not yours.")
+
+
+def _is_service_error(err: BaseException) -> bool:
+    names = {cls.__module__.split(".")[0] + "." + cls.__name__ for cls in type(err).__mro__}
+    return bool(names & {"mlflow.MlflowException", "requests.ConnectionError",
+                         "httpx.ConnectError", "builtins.ConnectionError",
+                         "distributed.CommClosedError"})
+
+
+def _command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``app.command`` with :func:`_operator_errors` around the command."""
+    def register(command: Callable[..., Any]) -> Callable[..., Any]:
+        return app.command(*args, **kwargs)(_operator_errors(command))
+
+    return register
 
 
 def _load_config(path: Path | None) -> Config:
-    """The config, or a one-paragraph error and exit code 3."""
+    """The config, or a one-paragraph error (file, line, key path, did-you-mean) and exit
+    code 3."""
     import yaml
     from pydantic import ValidationError
 
     try:
         return load_config(path)
-    except (FileNotFoundError, yaml.YAMLError, ValidationError) as err:
-        raise _fail(f"Finegate did not start: the configuration is not valid: {err}",
-                    EXIT_CONFIG) from err
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as err:
+        raise _fail(config_error_message(err, path), EXIT_CONFIG) from err
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -52,14 +117,39 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code=code)
 
 
+def _prefect_api_url() -> str:
+    from prefect.settings import get_current_settings
+
+    return str(get_current_settings().api.url or "")
+
+
 def _preflight(config: Config) -> None:
-    """Check the config and every expectation suite before Prefect's server starts."""
+    """Check the config, its paths and services and every expectation suite before Prefect's
+    server starts; every problem in one paragraph, exit code 3."""
+    from finegate.core.checks import lake_problems, service_problems
     from finegate.flows.nightly import PreflightError, preflight
 
+    problems = lake_problems(config) + service_problems(config, _prefect_api_url())
     try:
         preflight(config)
     except PreflightError as err:
-        raise _fail(str(err), EXIT_CONFIG) from err
+        message = ". Also: ".join([str(err).rstrip("."), *problems])
+    else:
+        if not problems:
+            return
+        message = "Finegate did not start the run: " + ". Also: ".join(problems)
+    raise _fail(message.rstrip(".") + ". Nothing was written to the lake; fix it and run again.",
+                EXIT_CONFIG)
+
+
+def _check_registry(config: Config) -> None:
+    """A registry that does not answer: one paragraph and exit code 3, at once (MLflow's own
+    client retries for minutes)."""
+    from finegate.core.checks import service_problems
+
+    problems = [p for p in service_problems(config) if "MLflow" in p]
+    if problems:
+        raise _fail(f"Finegate did not start: {problems[0]}.", EXIT_CONFIG)
 
 
 def _run(config: Config) -> NightlyResult:
@@ -109,14 +199,14 @@ def print_result(result: NightlyResult, config: Config) -> None:
     typer.echo("\n".join(lines))
 
 
-@app.command()
+@_command()
 def run(config: Path | None = CONFIG_OPTION) -> None:
     """Run the nightly flow once: ingest, clean, dedup, gate, fine-tune, register."""
     settings = _load_config(config)
     print_result(_run(settings), settings)
 
 
-@app.command()
+@_command()
 def serve(config: Path | None = CONFIG_OPTION,
           cron: str | None = typer.Option(None, help="Cron schedule; default schedule.cron."),
           timezone: str | None = typer.Option(None, help="Default schedule.timezone.")) -> None:
@@ -130,7 +220,7 @@ def serve(config: Path | None = CONFIG_OPTION,
     serve_nightly(cron or settings.schedule.cron, timezone or settings.schedule.timezone)
 
 
-@app.command()
+@_command()
 def promote(version: str = typer.Option(..., help="Model version to make champion."),
             config: Path | None = CONFIG_OPTION) -> None:
     """Make a model version the champion by hand (recorded in the champion history)."""
@@ -139,6 +229,7 @@ def promote(version: str = typer.Option(..., help="Model version to make champio
     from finegate.core.registry import PROMOTION_TAG, client, set_champion
 
     settings = _load_config(config)
+    _check_registry(settings)
     registry = client(settings.registry)
     try:
         registry.get_model_version(settings.model_name, version)
@@ -152,12 +243,13 @@ def promote(version: str = typer.Option(..., help="Model version to make champio
     typer.echo(f"models:/{settings.model_name}@champion is now version {version}")
 
 
-@app.command()
+@_command()
 def rollback(config: Path | None = CONFIG_OPTION) -> None:
     """Give the champion alias back to the previous champion."""
     from finegate.core.registry import client, rollback_champion
 
     settings = _load_config(config)
+    _check_registry(settings)
     try:
         version = rollback_champion(client(settings.registry), settings.model_name)
     except ValueError as err:
@@ -166,7 +258,7 @@ def rollback(config: Path | None = CONFIG_OPTION) -> None:
     typer.echo(f"models:/{settings.model_name}@champion is back to version {version}")
 
 
-@app.command()
+@_command()
 def experiment(config: Path | None = CONFIG_OPTION,
                snapshot: Path | None = typer.Option(
                    None, help="Snapshot data folder/file; default: the BBC demo data."),
@@ -188,14 +280,84 @@ def experiment(config: Path | None = CONFIG_OPTION,
                f"{result['mlflow_run_id']}); matching point: {result['matching_point']}")
 
 
+@_command()
+def status(config: Path | None = CONFIG_OPTION,
+           last: int = typer.Option(7, "--last", "-n", min=1, help="How many nights."),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON instead.")) -> None:
+    """The last nights at a glance: drops, rows, gate, snapshot, model, promotion."""
+    import json
+
+    from finegate.core.status import lake_status
+
+    settings = _load_config(config)
+    state = lake_status(settings.lake_path, settings.registry, last)
+    if as_json:
+        typer.echo(json.dumps(state.to_json(), indent=2))
+    elif not state.nights:
+        typer.echo(f"No nights yet: the lake {state.lake} has no runs (a run appears here once "
+                   "it reaches the quality gate; start one with `finegate run`).")
+    else:
+        print_status(state)
+
+
+def print_status(state: Any) -> None:
+    """The status as a table, with the registry line and the gate's failures and warnings."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 150, highlight=False)
+    shown = f"the last {len(state.nights)} of {state.runs_total}" \
+        if state.runs_total > len(state.nights) else f"{state.runs_total}"
+    console.print(f"Finegate status: lake {state.lake}, {shown} night(s), newest first")
+    if state.registry_error:
+        console.print(f"Registry {state.registry}: NOT READ ({state.registry_error}); model "
+                      "versions below are from the lake, promotion and champion unknown.")
+    else:
+        history = ", ".join(state.champion_history) or "none"
+        console.print(f"Registry {state.registry}: champion {state.model_name} version "
+                      f"{state.champion or 'none'} (champion history: {history})")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("night (UTC)", "run", "drops", "rows read → curated", "gate", "snapshot",
+                   "model", "champion", "promotion"):
+        table.add_column(column, overflow="fold")
+    notes = []
+    for night in state.nights:
+        warnings = f", {len(night.warnings)} warning(s)" if night.warnings else ""
+        gate = {"passed": "passed", "failed": "FAILED"}.get(night.gate, night.gate)
+        drops = "?" if night.drops is None else ", ".join(night.drops) or "none new"
+        rows = "?" if night.rows_read is None else f"{night.rows_read} → {night.curated}"
+        model = "-" if night.model_version is None else f"v{night.model_version}" + (
+            " (trained)" if night.trained else " (reused)")
+        champion = "?" if state.registry_error and night.model_version else \
+            {True: "yes", False: "no", None: "-"}[night.champion]
+        promotion = night.promotion or ("?" if state.registry_error and night.model_version
+                                        else "-")
+        started = (night.started or "")[:16].replace("T", " ")
+        table.add_row(started, night.run.split("-", 1)[-1], drops, rows, gate + warnings,
+                      (night.snapshot or "?")[:12], model, champion, promotion)
+        if night.gate == "failed":
+            notes.append(f"{night.run}: gate failed: {night.gate_reason}")
+        notes += [f"{night.run}: warning: {w}" for w in night.warnings]
+        if not night.finished:
+            notes.append(f"{night.run}: did not finish (no report; see its flow run in Prefect)")
+    console.print(table)
+    for note in notes:
+        console.print(f"  {note}", soft_wrap=True)
+
+
 RUN_DIR_ARGUMENT = typer.Argument(..., help="A run folder: <lake>/runs/<run>")
 
 
-@app.command("report")
+@_command("report")
 def report_command(run_dir: Path = RUN_DIR_ARGUMENT) -> None:
     """Re-render the HTML quality report of a finished run."""
     from finegate.tasks.report import read_report_inputs, render_report
 
+    if not (run_dir / "run.json").is_file():
+        raise _fail(f"Finegate did not re-render: {run_dir} is not a run folder (it has no "
+                    "run.json). Pass a folder <lake>/runs/<run>; `finegate status` lists the "
+                    "last runs.", EXIT_CONFIG)
     path = render_report(read_report_inputs(run_dir), run_dir / "report.html")
     typer.echo(f"report: {path}")
 
@@ -204,7 +366,7 @@ WORKSPACE_OPTION = typer.Option(Path("demo-workspace"),
                                 help="Folder for the demo landing zone and lake.")
 
 
-@app.command()
+@_command()
 def demo(workspace: Path = WORKSPACE_OPTION) -> None:
     """Build the BBC News demo landing zone and run the nightly flow on it."""
     from finegate.demo import prepare_demo_landing, write_demo_config

@@ -121,7 +121,8 @@ def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
     leaks = check_leakage(lake, curated, config.evaluation.golden_path, config.label_set,
                           config.dedup)
     scored = score_snapshot(lake, rows_read, curated, duplicates, reviewed, leaks, config.labels)
-    inputs = report_inputs(lake, run_name, run_dir, curated, scored.scorecard_path, reviewed)
+    inputs = report_inputs(lake, run_name, run_dir, curated, scored.scorecard_path, reviewed,
+                           drops.to_ingest)
     gate = run_gate(lake, curated, scored, config.expectations_path, config.labels, inputs)
     curated.check_trainable()
     registered = find_trained_model(config.registry, curated.digest, config.train.digest())
@@ -171,7 +172,7 @@ def preflight(config: Config) -> None:
     except SuiteError as err:
         problems.append(str(err))
     if problems:
-        raise PreflightError("Finegate did not start the run: " + " Also: ".join(problems))
+        raise PreflightError("Finegate did not start the run: " + ". Also: ".join(problems))
 
 
 def this_run(lake: Lake) -> tuple[str, str]:
@@ -187,13 +188,14 @@ def ingested_history(lake: Lake) -> tuple[list[str], int]:
 
 
 def report_inputs(lake: Lake, run_name: str, run_dir: str, curated: SnapshotResult,
-                  scorecard_path: str, reviewed: LabelsResult) -> ReportInputs:
+                  scorecard_path: str, reviewed: LabelsResult,
+                  drops: list[str] | None = None) -> ReportInputs:
     """What the run's report reads, named once for the stopped and the finished night."""
     return ReportInputs(run_name=run_name, run_dir=run_dir, scorecard_path=scorecard_path,
                         gate_path=f"{run_dir}/gate.json", data_path=curated.data_path,
                         duplicates_path=curated.duplicates_path,
                         decisions_path=reviewed.decisions_path,
-                        quarantine_dir=str(lake.quarantine_root))
+                        quarantine_dir=str(lake.quarantine_root), drops=list(drops or []))
 
 
 def lineage(config: Config, run_name: str) -> RunLineage:

@@ -6,6 +6,7 @@ Environment variables override the YAML: ``FINEGATE_LAKE_PATH=/data/lake`` sets 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
@@ -272,9 +273,133 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     if path:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist; pass an existing YAML")
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise FileNotFoundError(f"config file {path} {what}; pass an existing YAML")
         data = yaml.safe_load(path.read_text()) or {}
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and name != f"{ENV_PREFIX}CONFIG":
             _set_nested(data, name[len(ENV_PREFIX):].lower().split("__"), value)
     return Config.model_validate(data)
+
+
+# --- Operator-facing errors: one paragraph naming the file, the key and what to do ------------
+
+CONFIG_HELP = "Every setting is listed in the configuration section of README.md."
+
+
+def config_error_message(err: BaseException, path: str | Path | None = None,
+                         env: Mapping[str, str] | None = None) -> str:
+    """One paragraph for an error of :func:`load_config`: what is wrong, where (the file and
+    line, or the ``FINEGATE_*`` variable; the key path) and what to do; a did-you-mean for a
+    misspelt key. ``path`` and ``env`` as given to :func:`load_config`."""
+    from pydantic import ValidationError
+
+    env = os.environ if env is None else env
+    path = path or env.get(f"{ENV_PREFIX}CONFIG") or None
+    head = "Finegate did not start: the configuration is not valid."
+    if isinstance(err, yaml.MarkedYAMLError):
+        def at(mark: Any) -> str:
+            return f"line {mark.line + 1}, column {mark.column + 1}"
+        problem = f"{err.problem} at {at(err.problem_mark)}" if err.problem_mark else \
+            str(err.problem or err)
+        context = f" ({err.context} started at {at(err.context_mark)})" \
+            if err.context and err.context_mark else ""
+        return (f"{head} The config file {path} is not valid YAML: {problem}{context}. Fix the "
+                "syntax there (indent with spaces, quote values that hold ': ' or ' #').")
+    if isinstance(err, yaml.YAMLError):
+        return f"{head} The config file {path} is not valid YAML: {err}."
+    if isinstance(err, FileNotFoundError):
+        return (f"{head} {str(err).split(';')[0]}. Pass an existing YAML file with --config (or "
+                "FINEGATE_CONFIG); without one, the defaults and FINEGATE_* variables are used.")
+    if isinstance(err, UnicodeDecodeError):
+        return (f"{head} The config file {path} is not UTF-8 text ({err.reason} at byte "
+                f"{err.start}). Save it as UTF-8 YAML.")
+    if isinstance(err, OSError):
+        return (f"{head} The config file {path} cannot be read: {err.strerror or err}. Check "
+                "its permissions (the user running Finegate must be able to read it).")
+    if isinstance(err, ValidationError):
+        problems = [_validation_problem(e, path, env) for e in err.errors()]
+        return f"{head} {' '.join(problems)} {CONFIG_HELP}"
+    return f"{head} {err}"
+
+
+def _validation_problem(error: Any, path: str | Path | None, env: Mapping[str, str]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc) or "the top level"
+    variable = ENV_PREFIX + "__".join(loc).upper()
+    if loc and variable in env:
+        where = f"the variable {variable}"
+    elif path:
+        line = _yaml_line(Path(path), loc)
+        where = f"{path}" + (f", line {line}" if line else "")
+    else:
+        where = "the defaults"
+    kind, message = error["type"], error["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+        parent = ".".join(loc[:-1])
+        hint = (f"did you mean {'.'.join([*loc[:-1], close[0]])}?" if close else
+                f"the keys {'under ' + parent if parent else 'at the top level'} are "
+                f"{', '.join(known)}")
+        return f"{where}: {key} is not a setting ({hint})."
+    if kind in ("model_type", "dict_type") and (not loc or _section(loc) is not None):
+        what = f"the section {key}" if loc else "the file"
+        return (f"{where}: {what} must be a mapping of keys to values (key: value lines), "
+                f"not {type(error.get('input')).__name__}.")
+    if "input" in error and kind != "value_error" and not kind.startswith("missing"):
+        shown = error["input"]
+        shown = shown if isinstance(shown, str | int | float | bool) else type(shown).__name__
+        field = _field(loc)
+        takes = (f", but it takes {_type_name(field.annotation)} (default "
+                 f"{field.get_default(call_default_factory=True)!r})") if field else ""
+        return f"{where}: {key} is {shown!r}{takes}: {message}."
+    return f"{where}: {key}: {message}."
+
+
+def _section(loc: list[str]) -> type[BaseModel] | None:
+    """The config section (model class) at a key path, or None."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _field(loc: list[str]) -> Any:
+    """The pydantic field at a key path, or None."""
+    section = _section(loc[:-1]) if loc else None
+    return section.model_fields.get(loc[-1]) if section else None
+
+
+def _type_name(annotation: Any) -> str:
+    name = getattr(annotation, "__name__", None) or str(annotation)
+    return {"int": "an integer", "float": "a number", "bool": "true or false",
+            "str": "a string", "SecretStr": "a string"}.get(name, str(annotation))
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    section = _section(loc)
+    return sorted(section.model_fields) if section else []
+
+
+def _yaml_line(path: Path, loc: list[str]) -> int | None:
+    """The line of a key path in a YAML file (1-based), or None when it is not found there."""
+    try:
+        node = yaml.compose(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    line = None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for key, value in node.value:
+            if key.value == part:
+                line, node = key.start_mark.line + 1, value
+                break
+        else:
+            break
+    return line

@@ -210,6 +210,7 @@ class ReportInputs:
     quarantine_dir: str
     evaluation_path: str | None = None
     mlflow: str = ""
+    drops: list[str] = field(default_factory=list)  # drops ingested that night (finegate status)
 
 
 @dataclass(frozen=True)
