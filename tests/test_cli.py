@@ -1,3 +1,4 @@
+import json
 import re
 import shutil
 from pathlib import Path
@@ -90,3 +91,164 @@ def test_promote_and_rollback_by_hand(tmp_path: Path) -> None:
     assert demoted.tags["finegate.promotion"].startswith("rolled back")
     again = runner.invoke(app, ["rollback", "-c", str(config)])
     assert again.exit_code == 1 and "no earlier champion" in again.output
+
+
+# --- operator errors: one paragraph, no traceback, a documented exit code ---------------------
+
+def one_paragraph(output: str) -> str:
+    """The error's text, checked to be one paragraph without a traceback."""
+    text = output.strip()
+    assert "\n" not in text and "Traceback" not in text, output
+    return text
+
+
+def config_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "finegate.yaml"
+    path.write_text(f"landing_path: {tmp_path / 'landing'}\nlake_path: {tmp_path / 'lake'}\n"
+                    + text)
+    (tmp_path / "landing").mkdir(exist_ok=True)
+    return path
+
+
+def never_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from finegate.flows import nightly
+
+    def never(*_: object) -> None:
+        raise AssertionError("the flow must not start")
+
+    monkeypatch.setattr(nightly, "run_nightly", never)
+
+
+def test_a_misspelt_key_names_file_line_and_the_key_it_meant(tmp_path: Path) -> None:
+    config = config_file(tmp_path, "train:\n  max_length: 64\n  cpu_max_step: 10\n")
+    result = CliRunner().invoke(app, ["run", "-c", str(config)])
+    assert result.exit_code == 3
+    assert one_paragraph(result.output) == (
+        "Finegate did not start: the configuration is not valid. "
+        f"{config}, line 5: train.cpu_max_step is not a setting (did you mean "
+        "train.cpu_max_steps?). Every setting is listed in the configuration section of "
+        "README.md.")
+    assert not (tmp_path / "lake").exists()
+
+
+def test_a_misspelt_variable_and_a_key_with_no_near_match(tmp_path: Path) -> None:
+    config = config_file(tmp_path, "dask:\n  zzz: 1\n")
+    result = CliRunner().invoke(app, ["run", "-c", str(config)],
+                                env={"FINEGATE_TRAIN__CPU_MAX_STEP": "10"})
+    assert result.exit_code == 3
+    text = one_paragraph(result.output)
+    assert "the variable FINEGATE_TRAIN__CPU_MAX_STEP: train.cpu_max_step is not a setting " \
+           "(did you mean train.cpu_max_steps?)" in text
+    assert f"{config}, line 4: dask.zzz is not a setting (the keys under dask are n_workers, " \
+           "scheduler_address, threads_per_worker, txt_files_per_partition)" in text
+
+
+def test_a_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    config = config_file(tmp_path, "labels: [a, b\n")
+    result = CliRunner().invoke(app, ["run", "-c", str(config)])
+    assert result.exit_code == 3
+    text = one_paragraph(result.output)
+    assert f"The config file {config} is not valid YAML: expected ',' or ']'" in text
+    assert "(while parsing a flow sequence started at line 3, column 9)" in text
+
+
+def test_a_value_of_the_wrong_type_says_what_the_key_takes(tmp_path: Path) -> None:
+    config = config_file(tmp_path, "train:\n  max_steps: lots\n")
+    result = CliRunner().invoke(app, ["run", "-c", str(config)])
+    assert result.exit_code == 3
+    assert f"{config}, line 4: train.max_steps is 'lots', but it takes an integer (default " \
+           "0): Input should be a valid integer" in one_paragraph(result.output)
+    section = config_file(tmp_path, "train: 5\n")
+    result = CliRunner().invoke(app, ["run", "-c", str(section)])
+    assert "line 3: the section train must be a mapping of keys to values (key: value lines), " \
+           "not int" in one_paragraph(result.output)
+
+
+def test_an_unreadable_config_file(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfelake_path: x\n")
+    result = CliRunner().invoke(app, ["run", "-c", str(binary)])
+    assert result.exit_code == 3
+    assert f"The config file {binary} is not UTF-8 text" in one_paragraph(result.output)
+    result = CliRunner().invoke(app, ["status", "-c", str(tmp_path)])
+    assert result.exit_code == 3
+    assert f"config file {tmp_path} is a folder, not a file" in one_paragraph(result.output)
+
+
+def test_paths_and_services_are_checked_before_any_server_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    never_run(monkeypatch)
+    (tmp_path / "afile").write_text("")
+    config = tmp_path / "finegate.yaml"
+    config.write_text(f"landing_path: {tmp_path / 'nowhere'}\n"
+                      f"lake_path: {tmp_path / 'afile' / 'lake'}\n"
+                      f"evaluation:\n  golden_path: {tmp_path / 'golden.jsonl'}\n"
+                      "mlflow_tracking_uri: http://127.0.0.1:9\n")
+    result = CliRunner().invoke(app, ["run", "-c", str(config)])
+    assert result.exit_code == 3
+    text = one_paragraph(result.output)
+    assert text.startswith(f"Finegate did not start the run: landing zone {tmp_path / 'nowhere'}"
+                           " does not exist; set landing_path")
+    assert f"evaluation.golden_path {tmp_path / 'golden.jsonl'} is not a file" in text
+    assert f"lake_path {tmp_path / 'afile' / 'lake'} cannot be created: {tmp_path / 'afile'} " \
+           "is a file" in text
+    assert "the MLflow tracking server http://127.0.0.1:9 is not reachable: nothing answers " \
+           "at 127.0.0.1:9" in text
+    assert text.endswith("Nothing was written to the lake; fix it and run again.")
+    promote = CliRunner().invoke(app, ["promote", "--version", "1", "-c", str(config)])
+    assert promote.exit_code == 3 and "is not reachable" in one_paragraph(promote.output)
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    config = config_file(tmp_path, "train:\n  cpu_max_step: 10\n")
+    result = CliRunner().invoke(app, ["--debug", "run", "-c", str(config)])
+    assert result.exit_code == 3
+    assert "Traceback" in result.output and "extra_forbidden" in result.output
+    assert "did you mean train.cpu_max_steps?" in result.output
+
+
+def test_an_unexpected_error_is_one_paragraph_with_code_1(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from finegate.flows import nightly
+
+    def broken(*_: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(nightly, "run_nightly", broken)
+    config = config_file(tmp_path, "")
+    result = CliRunner().invoke(app, ["run", "-c", str(config)])
+    assert result.exit_code == 1
+    assert one_paragraph(result.output).startswith(
+        "Finegate failed with an unexpected error: KeyError: 'a bug'. ")
+    assert "Rerun with --debug for the traceback" in result.output
+    debug = CliRunner().invoke(app, ["--debug", "run", "-c", str(config)])
+    assert debug.exit_code == 1 and "Traceback" in debug.output and "in broken" in debug.output
+
+
+def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 3
+    assert f"{tmp_path} is not a run folder (it has no run.json)" in one_paragraph(result.output)
+
+
+def test_the_installed_command_prints_no_rich_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = config_file(tmp_path, "train:\n  cpu_max_step: 10\n")
+    done = subprocess.run([sys.executable, "-c", "from finegate.cli import app; app()", "run",
+                           "-c", str(config)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and done.stdout == ""
+    assert "did you mean train.cpu_max_steps?" in one_paragraph(done.stderr)
+
+
+def test_status_of_an_empty_lake_is_one_line(tmp_path: Path) -> None:
+    config = config_file(tmp_path, "")
+    result = CliRunner().invoke(app, ["status", "-c", str(config)])
+    assert result.exit_code == 0
+    assert one_paragraph(result.output) == (
+        f"No nights yet: the lake {tmp_path / 'lake'} has no runs (a run appears here once it "
+        "reaches the quality gate; start one with `finegate run`).")
+    assert not (tmp_path / "lake").exists()  # status only reads
+    as_json = CliRunner().invoke(app, ["status", "-c", str(config), "--json"])
+    assert json.loads(as_json.output)["nights"] == []

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from finegate.core.config import Config, DaskConfig
 from finegate.core.results import Accounting
+from finegate.core.status import lake_status
 from finegate.flows.nightly import NightlyResult, run_nightly
 from finegate.tasks.validate import QualityGateFailed
 from tests.factories import (
@@ -280,6 +281,9 @@ def test_failing_gate_stops_before_training(small_config: Config, tmp_path: Path
     assert not (lake / "curated" / "history.json").exists()  # never a drift baseline
     client = MlflowClient(tracking_uri=config.tracking_uri(), registry_uri=config.tracking_uri())
     assert client.search_registered_models() == []
+    [night] = lake_status(lake, config.registry).nights  # finegate status shows why it stopped
+    assert (night.gate, night.drops, night.model_version) == ("failed", ["day1", "day2"], None)
+    assert "labels_present" in night.gate_reason and night.curated == 120
 
 
 def test_unreachable_mlflow_fails_clearly_and_keeps_the_data(small_config: Config,
@@ -308,3 +312,52 @@ def test_a_second_run_on_a_busy_lake_is_refused(small_config: Config) -> None:
                                                                     match="holds the lock"):
         run_nightly(small_config)
     assert not (Path(small_config.lake_path) / "ledger.json").exists()
+
+
+def test_status_shows_the_four_nights_from_the_lake_and_the_registry(nights: Nights,
+                                                                    tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from finegate.cli import app
+
+    config = tmp_path / "finegate.yaml"
+    config.write_text(f"lake_path: {nights.config.lake_path}\n")
+    result = CliRunner().invoke(app, ["status", "-c", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    state = json.loads(result.output)
+    assert state["registry_error"] is None and state["champion"] == "2"
+    assert state["champion_history"] == ["1", "2"]
+    newest_first = [nights.fourth, nights.third, nights.second, nights.first]
+    assert [n["run"] for n in state["nights"]] == [Path(r.run_dir).name for r in newest_first]
+    assert [n["drops"] for n in state["nights"]] == [[], ["day3"], [], ["day1", "day2"]]
+    assert [(n["rows_read"], n["curated"]) for n in state["nights"]] == \
+        [(141, 132), (141, 132), (129, 120), (129, 120)]
+    assert [n["snapshot"] for n in state["nights"]] == [r.snapshot.digest for r in newest_first]
+    assert [n["gate"] for n in state["nights"]] == ["passed"] * 4
+    assert [(n["model_version"], n["trained"], n["champion"]) for n in state["nights"]] == \
+        [("3", True, False), ("2", True, True), ("1", False, False), ("1", True, False)]
+    assert [n["promotion"] for n in state["nights"]] == \
+        ["champion stays 2", "promoted to champion", "promoted to champion",
+         "promoted to champion"]
+
+    table = CliRunner().invoke(app, ["status", "-c", str(config), "--last", "2"])
+    assert table.exit_code == 0, table.output
+    assert "the last 2 of 4 night(s)" in table.output and "champion" in table.output
+    assert "champion stays 2" in table.output and nights.third.snapshot.digest[:12] in \
+        table.output and "141 → 132" in table.output and "day1" not in table.output
+    print(table.output)  # the README's example is this output
+
+
+def test_status_without_its_registry_still_shows_the_lake(nights: Nights, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from finegate.cli import app
+
+    config = tmp_path / "finegate.yaml"
+    config.write_text(f"lake_path: {nights.config.lake_path}\n"
+                      "mlflow_tracking_uri: http://127.0.0.1:9\n")
+    result = CliRunner().invoke(app, ["status", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "Registry http://127.0.0.1:9: NOT READ (the registry is not reachable: nothing " \
+           "answers at 127.0.0.1:9" in result.output
+    assert result.output.count("passed") == 4 and "v3 (trained)" in result.output

@@ -70,7 +70,7 @@ def lake_status(lake_path: str | Path, registry: RegistrySettings, last: int = 7
     """The last ``last`` nights of the lake at ``lake_path``, newest first, with the registry's
     decisions (or ``registry_error`` when it cannot be read)."""
     lake = Lake(Path(lake_path).expanduser().resolve())  # not Lake.at: status creates nothing
-    runs = sorted(p for p in (lake.root / "runs").glob("*") if p.is_dir()) \
+    runs = sorted((p for p in (lake.root / "runs").glob("*") if p.is_dir()), key=_run_order) \
         if (lake.root / "runs").is_dir() else []
     nights = [read_night(run) for run in reversed(runs[-last:])] if last > 0 else []
     status = Status(lake=str(lake.root), nights=nights, runs_total=len(runs),
@@ -146,6 +146,13 @@ def add_registry(status: Status, registry: RegistrySettings) -> Status:
                       champion=(n.model_version == champion) if n.model_version else None)
               for n in status.nights]
     return replace(status, nights=nights, champion=champion, champion_history=history)
+
+
+def _run_order(run_dir: Path) -> tuple[str, float]:
+    """Runs by their start time (the name's prefix, to the second), then by when they wrote
+    their gate result (two runs started within one second)."""
+    gate = run_dir / "gate.json"
+    return run_dir.name[:16], (gate if gate.is_file() else run_dir).stat().st_mtime
 
 
 def _json(path: Path) -> Any:
