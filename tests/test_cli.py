@@ -225,6 +225,23 @@ def test_an_unexpected_error_is_one_paragraph_with_code_1(tmp_path: Path,
     assert debug.exit_code == 1 and "Traceback" in debug.output and "in broken" in debug.output
 
 
+def test_a_service_lost_during_the_run_is_one_paragraph(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from finegate.flows import nightly
+
+    def lost(*_: object) -> None:
+        raise MlflowException("API request to http://127.0.0.1:5000/api failed:\nrefused")
+
+    monkeypatch.setattr(nightly, "run_nightly", lost)
+    result = CliRunner().invoke(app, ["run", "-c", str(config_file(tmp_path, ""))])
+    assert result.exit_code == 1
+    assert one_paragraph(result.output).startswith(
+        "Finegate stopped: a service did not answer (MlflowException: API request to "
+        "http://127.0.0.1:5000/api failed: refused). Check that the MLflow tracking server")
+
+
 def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 3
