@@ -318,12 +318,14 @@ def print_status(state: Any) -> None:
         console.print(f"Registry {state.registry}: champion {state.model_name} version "
                       f"{state.champion or 'none'} (champion history: {history})")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("night (UTC)", "run", "drops", "rows read → curated", "gate", "snapshot",
+    for column in ("night (UTC)", "run", "drops", "read → curated", "gate", "snapshot",
                    "model", "champion", "promotion"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=column not in ("drops", "promotion"),
+                         overflow="fold")
     notes = []
-    for night in state.nights:
-        warnings = f", {len(night.warnings)} warning(s)" if night.warnings else ""
+    for number, night in enumerate(state.nights):
+        warnings = f" ({len(night.warnings)} warning{'s' if len(night.warnings) > 1 else ''})" \
+            if night.warnings else ""
         gate = {"passed": "passed", "failed": "FAILED"}.get(night.gate, night.gate)
         drops = "?" if night.drops is None else ", ".join(night.drops) or "none new"
         rows = "?" if night.rows_read is None else f"{night.rows_read} → {night.curated}"
@@ -339,7 +341,9 @@ def print_status(state: Any) -> None:
         if night.gate == "failed":
             notes.append(f"{night.run}: gate failed: {night.gate_reason}")
         notes += [f"{night.run}: warning: {w}" for w in night.warnings]
-        if not night.finished:
+        if not night.finished and number == 0 and state.running:
+            notes.append(f"{night.run}: running now ({state.running})")
+        elif not night.finished:
             notes.append(f"{night.run}: did not finish (no report; see its flow run in Prefect)")
     console.print(table)
     for note in notes:

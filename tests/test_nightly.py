@@ -283,7 +283,8 @@ def test_failing_gate_stops_before_training(small_config: Config, tmp_path: Path
     assert client.search_registered_models() == []
     [night] = lake_status(lake, config.registry).nights  # finegate status shows why it stopped
     assert (night.gate, night.drops, night.model_version) == ("failed", ["day1", "day2"], None)
-    assert "labels_present" in night.gate_reason and night.curated == 120
+    assert "labels_present" in night.gate_reason and night.rows_read == 129
+    assert night.curated + night.quarantined + night.duplicates == 129
 
 
 def test_unreachable_mlflow_fails_clearly_and_keeps_the_data(small_config: Config,

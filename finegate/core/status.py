@@ -57,6 +57,7 @@ class Status:
     runs_total: int
     registry: str  # the tracking URI, credentials masked
     model_name: str
+    running: str | None = None  # "pid N since T": a run holds the lake's lock now
     registry_error: str | None = None  # why the registry part is missing
     champion: str | None = None
     champion_history: list[str] = field(default_factory=list)
@@ -74,7 +75,8 @@ def lake_status(lake_path: str | Path, registry: RegistrySettings, last: int = 7
         if (lake.root / "runs").is_dir() else []
     nights = [read_night(run) for run in reversed(runs[-last:])] if last > 0 else []
     status = Status(lake=str(lake.root), nights=nights, runs_total=len(runs),
-                    registry=registry.public_uri, model_name=registry.model_name)
+                    registry=registry.public_uri, model_name=registry.model_name,
+                    running=lock_holder(lake))
     if not nights:
         return status
     return add_registry(status, registry)
@@ -146,6 +148,25 @@ def add_registry(status: Status, registry: RegistrySettings) -> Status:
                       champion=(n.model_version == champion) if n.model_version else None)
               for n in status.nights]
     return replace(status, nights=nights, champion=champion, champion_history=history)
+
+
+def lock_holder(lake: Lake) -> str | None:
+    """Who holds the lake's lock ("pid N since T"), read without taking it (taking it, even
+    briefly, could refuse a run starting at that moment); None when no live process does."""
+    try:
+        holder = (lake.root / ".lock").read_text().strip()
+    except OSError:
+        return None
+    match = re.match(r"pid (\d+) ", holder)
+    if not match:
+        return None
+    try:
+        os.kill(int(match[1]), 0)
+    except ProcessLookupError:
+        return None  # a killed run's note (the lock itself went with its process)
+    except PermissionError:
+        pass  # alive, another user's
+    return holder
 
 
 def _run_order(run_dir: Path) -> tuple[str, float]:
