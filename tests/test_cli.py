@@ -269,3 +269,22 @@ def test_status_of_an_empty_lake_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "lake").exists()  # status only reads
     as_json = CliRunner().invoke(app, ["status", "-c", str(config), "--json"])
     assert json.loads(as_json.output)["nights"] == []
+
+
+def test_status_shows_a_night_still_running(tmp_path: Path) -> None:
+    import os
+
+    from finegate.core.lake import write_json
+
+    config = config_file(tmp_path, "")
+    run = tmp_path / "lake" / "runs" / "20261129T020000Z-busy-night"
+    write_json(run / "gate.json", {"passed": True, "warnings": [], "failures": []})
+    (tmp_path / "lake" / ".lock").write_text(f"pid {os.getpid()} since 2026-11-29T02:00:00")
+    result = CliRunner().invoke(app, ["status", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "busy-night: running now (pid" in result.output
+    assert "no MLflow database" in result.output  # and status did not create one
+    assert not (tmp_path / "lake" / "mlflow.db").exists()
+    (tmp_path / "lake" / ".lock").write_text("")  # the run ended without its report
+    result = CliRunner().invoke(app, ["status", "-c", str(config)])
+    assert "busy-night: did not finish" in result.output
