@@ -188,10 +188,16 @@ def scorecard_table(card: dict[str, Any]) -> list[dict[str, Any]]:
 def leakage_metrics(leakage: LeakageResult | None) -> dict[str, Any]:
     """Golden rows found in the snapshot: in the train split (the gate's metric), anywhere."""
     if leakage is None:
-        return {"golden_train_leaks": 0, "golden_leaks": 0, "leakage": None}
+        return {"golden_train_leaks": 0, "golden_leaks": 0, "cross_split_exact": 0,
+                "cross_split_near": 0, "leakage": None}
     return {"golden_train_leaks": leakage.leaked_by_split.get("train", 0),
             "golden_leaks": len(leakage.leaked_golden),
+            # snapshot rows repeated across its splits (pairs): exact, and near at
+            # dedup.related_threshold; per pair of splits in leakage.cross_split_by_splits
+            "cross_split_exact": leakage.cross_split_exact,
+            "cross_split_near": leakage.cross_split_near,
             "leakage": {"golden_rows": leakage.golden_rows, "by_split": leakage.leaked_by_split,
+                        "cross_split_by_splits": leakage.cross_split_by_splits,
                         "pairs": leakage.leakage_path}}
 
 
