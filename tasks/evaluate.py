@@ -3,13 +3,17 @@
 Both get accuracy, macro-F1, per-class precision/recall/F1, a confusion matrix (JSON and PNG)
 and the misclassified examples. The golden set (``evaluation.golden_path``: JSONL, CSV or
 Parquet with ``text`` and ``label``) lives outside the landing zone, so nightly data never
-overwrites it; it is what champion and challenger are compared on.
+overwrites it; it is what champion and challenger are compared on. Under the ``time`` split
+strategy, ``freshness.json`` adds the score on the newest drops (test) against held-out rows of
+the older drops (validation) and the drift between them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 from finegate.core.config import EvaluationConfig, LabelSet, TrainConfig
 from finegate.core.device import eval_max_length, pick_device
@@ -102,6 +106,12 @@ def evaluate_model(model_dir: str, data_path: str, out_dir: Path, *, label_set: 
                        "data_path": data_path, "split_rows": len(texts)}}
     if len(rows) < len(texts):
         report["test"]["rows_scored"] = rows
+    split_plan = read_json(Path(data_path).parent / "manifest.json").get("split", {}) \
+        if (Path(data_path).parent / "manifest.json").is_file() else {}
+    if split_plan.get("test_drops"):  # the time strategy: the newest drops against the older
+        write_json(out_dir / "freshness.json", freshness(
+            model_dir, data_path, report["test"], split_plan, labels, max_length=max_length,
+            device=device, cap=evaluation.cpu_max_test_rows if device == "cpu" else None))
     if evaluation.golden_path:
         golden_texts, golden_truth = read_golden(evaluation.golden_path, label_set)
         leaked = sorted(set(leaked_golden or []))
@@ -120,6 +130,30 @@ def evaluate_model(model_dir: str, data_path: str, out_dir: Path, *, label_set: 
                             report_path=str(path),
                             golden_macro_f1=golden["macro_f1"] if golden else None,
                             golden_rows=golden["rows"] if golden else 0)
+
+
+def freshness(model_dir: str, data_path: str, test: dict[str, Any], split_plan: dict[str, Any],
+              labels: list[str], *, max_length: int, device: str, cap: int | None,
+              ) -> dict[str, Any]:
+    """Under ``time``: the score on the newest drops (the test split) against the score on
+    held-out rows of the older drops (the validation split), and the drift between them."""
+    from finegate.core.drift import rows_drift
+
+    texts, truth = read_split(data_path, "validation")
+    rows = test_rows_scored(len(texts), cap)
+    predicted = predict(model_dir, [texts[i] for i in rows], max_length, device)
+    older = classification_metrics([truth[i] for i in rows], predicted, labels)
+    data = pq.read_table(data_path, columns=["text", "label", "split"]).to_pandas()
+    newest = data.loc[data["split"] == "test"]
+    return {"newest_drops": split_plan["test_drops"],
+            "newest": {k: test[k] for k in ("accuracy", "macro_f1", "rows")},
+            "older": {"split": "validation", "drops": split_plan.get("validation_drops") or
+                      "held out of the older drops by hash",
+                      **{k: older[k] for k in ("accuracy", "macro_f1", "rows")}},
+            "macro_f1_change": test["macro_f1"] - older["macro_f1"],
+            "drift": {"against_train": rows_drift(newest, data.loc[data["split"] == "train"]),
+                      "against_validation": rows_drift(
+                          newest, data.loc[data["split"] == "validation"])}}
 
 
 def test_rows_scored(split_rows: int, cap: int | None) -> list[int]:

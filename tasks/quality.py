@@ -31,6 +31,7 @@ from finegate.core.results import (
     SnapshotResult,
 )
 from finegate.core.schemas import parquet_rows
+from finegate.core.splits import label_split_shares
 
 EMPTY_REASONS = ("missing text", "empty text after cleaning")
 
@@ -171,6 +172,7 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
         "accounting": {**asdict(accounting), "holds": accounting.holds},
     }
     card.update(leakage_metrics(leakage))
+    card.update(split_metrics(data, Path(snapshot.path) / "manifest.json"))
     card["deltas"] = scorecard_deltas(
         card, read_json(previous / "scorecard.json") if previous else None)
     card["drift"] = drift_metrics(data, previous_data)
@@ -188,11 +190,32 @@ def scorecard_table(card: dict[str, Any]) -> list[dict[str, Any]]:
 def leakage_metrics(leakage: LeakageResult | None) -> dict[str, Any]:
     """Golden rows found in the snapshot: in the train split (the gate's metric), anywhere."""
     if leakage is None:
-        return {"golden_train_leaks": 0, "golden_leaks": 0, "leakage": None}
+        return {"golden_train_leaks": 0, "golden_leaks": 0, "cross_split_exact": 0,
+                "cross_split_near": 0, "leakage": None}
     return {"golden_train_leaks": leakage.leaked_by_split.get("train", 0),
             "golden_leaks": len(leakage.leaked_golden),
+            # snapshot rows repeated across its splits (pairs): exact, and near at
+            # dedup.related_threshold; per pair of splits in leakage.cross_split_by_splits
+            "cross_split_exact": leakage.cross_split_exact,
+            "cross_split_near": leakage.cross_split_near,
             "leakage": {"golden_rows": leakage.golden_rows, "by_split": leakage.leaked_by_split,
+                        "cross_split_by_splits": leakage.cross_split_by_splits,
                         "pairs": leakage.leakage_path}}
+
+
+def split_metrics(data: pd.DataFrame, manifest_path: Path) -> dict[str, Any]:
+    """The split strategy, each label's share per split, and the largest gap between a label's
+    share and the split's share (None under ``time``, whose shares follow the drops)."""
+    plan = read_json(manifest_path).get("split", {}) if manifest_path.is_file() else {}
+    target = plan.get("shares")
+    by_label = label_split_shares(data["label"], data["split"]) if len(data) else {}
+    deviation = (max((abs(v - target[s]) for row in by_label.values() for s, v in row.items()),
+                     default=0.0) if target else None)
+    return {"split_share_deviation": deviation,
+            "split": {"strategy": plan.get("strategy", "hash"), "shares": target,
+                      "label_shares": by_label,
+                      **{k: plan[k] for k in ("test_drops", "validation_drops", "fallback")
+                         if k in plan}}}
 
 
 def write_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels: list[str],

@@ -85,7 +85,8 @@ def log_params_and_metrics(trained: FinetuneResult, evaluation: EvaluationResult
     import mlflow
 
     mlflow.log_params({f"train.{k}": v for k, v in trained.params.items()})
-    mlflow.log_params({"split.train": lineage.split.train,
+    mlflow.log_params({"split.strategy": lineage.split.strategy,
+                       "split.train": lineage.split.train,
                        "split.validation": lineage.split.validation,
                        "split.test": lineage.split.test, "labels": ",".join(lineage.labels)})
     if evaluation.golden_rows:

@@ -2,7 +2,8 @@
 
 Scorecard, class balance bar chart, length histogram, duplicate clusters, quarantined rows, the
 most suspicious labels with their suggested fix, annotator agreement, drift against the previous
-snapshot, the gate result, evaluation with confusion matrix, and links to Data Docs and MLflow.
+snapshot, the gate result, leakage (golden and cross-split pairs side by side), freshness under
+the time split, evaluation with confusion matrix, and links to Data Docs and MLflow.
 Charts are inline SVG (no JavaScript, no network); every piece of user text is HTML-escaped.
 """
 
@@ -123,13 +124,50 @@ def quarantine_sample(quarantine_dir: str, limit: int = 20) -> list[dict]:
     return rows[:limit]
 
 
+def leakage_parts(card: dict[str, Any], data: Any) -> list[str]:
+    """The golden and cross-split leakage pairs, side by side with the texts they repeat."""
+    path = Path((card.get("leakage") or {}).get("pairs") or "")
+    if not path.is_file():
+        return ["<h2>Leakage</h2>", "<p class='muted'>not checked</p>"]
+    leakage, texts = read_json(path), dict(zip(data["id"], data["text"], strict=True))
+    golden = [{"golden row": p["golden_row"], "golden text": p["golden_text"],
+               "snapshot row": p["id"], "split": p["split"], "kind": p["kind"],
+               "similarity": p["similarity"], "snapshot text": str(texts.get(p["id"], ""))[:200]}
+              for p in leakage.get("pairs", [])]
+    cross = [{"row": p["id_a"], "split": p["split_a"], "text": str(texts.get(p["id_a"], ""))[:200],
+              "other row": p["id_b"], "other split": p["split_b"],
+              "other text": str(texts.get(p["id_b"], ""))[:200], "kind": p["kind"],
+              "similarity": p["similarity"]} for p in leakage.get("cross_split_pairs", [])[:50]]
+    return ["<h2>Leakage</h2>",
+            f"<h3>Golden rows found in the snapshot ({len(leakage.get('leaked_golden', []))} of "
+            f"{leakage.get('golden_rows', 0)})</h3>", table(golden, "no golden row leaked"),
+            f"<h3>Rows repeated across splits ({leakage.get('cross_split_exact', 0)} exact, "
+            f"{leakage.get('cross_split_near', 0)} near pairs: "
+            f"{esc(leakage.get('cross_split_by_splits', {}))})</h3>",
+            table(cross, "no pair of rows straddles two splits")]
+
+
+def freshness_parts(run_dir: str) -> list[str]:
+    """Under the time split: the newest drops' score against the older drops', and drift."""
+    path = Path(run_dir) / "freshness.json"
+    if not path.is_file():
+        return []
+    fresh = read_json(path)
+    scores = [{"rows": name, **{k: v for k, v in fresh[name].items()}}
+              for name in ("newest", "older")]
+    drift = [{"against": k, **v} for k, v in fresh["drift"].items()]
+    return [f"<h2>Freshness: newest drop(s) {esc(', '.join(fresh['newest_drops']))} vs older "
+            f"(macro-F1 change {fresh['macro_f1_change']:+.3f})</h2>", table(scores),
+            "<h3>Drift of the newest drop(s)</h3>", table(drift)]
+
+
 def render_report(run: ReportInputs, out: Path) -> Path:
     """Write the HTML report of a run from the paths and names in ``run``."""
     card = read_json(Path(run.scorecard_path))
     gate = read_json(Path(run.gate_path))
     evaluation_path = Path(run.evaluation_path or "")
     evaluation = read_json(evaluation_path) if evaluation_path.is_file() else {}
-    data = pq.read_table(run.data_path, columns=["text", "label"]).to_pandas()
+    data = pq.read_table(run.data_path, columns=["id", "text", "label"]).to_pandas()
     scalars = [{"metric": k, "value": v, "change vs previous": card["deltas"].get(k, "")}
                for k, v in card.items() if isinstance(v, int | float) and not isinstance(v, bool)]
     shares = {k: v / max(card["rows"], 1) for k, v in card["label_counts"].items()}
@@ -160,6 +198,7 @@ def render_report(run: ReportInputs, out: Path) -> Path:
         "<h2>Quality gate: " + ("<span class='ok'>passed</span>" if gate["passed"]
                                else "<span class='bad'>failed</span>") + "</h2>",
         f"<p>{esc(gate.get('reason', ''))}</p>", table(gate_rows),
+        *leakage_parts(card, data), *freshness_parts(run.run_dir),
     ]
     for name, part in evaluation.items():
         if not isinstance(part, dict):

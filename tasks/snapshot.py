@@ -31,17 +31,29 @@ from finegate.core.dedup_index import index_file
 from finegate.core.lake import Lake, read_json, replace_dir, write_json
 from finegate.core.results import DedupResult, LabelsResult, SnapshotResult
 from finegate.core.schemas import CURATED_SCHEMA, SILVER_COLUMNS, row_keys, write_parquet
-from finegate.core.splits import SPLITS, assign_split
+from finegate.core.splits import (
+    SPLITS,
+    assign_split,
+    fold_of,
+    kfold_split,
+    stratified_splits,
+    time_splits,
+)
 
 
-def row_digest(row_id: str, label: str, split: str, text: str, annotators: object) -> str:
-    """Digest of everything a curated row contributes to training."""
-    payload = json.dumps([row_id, label, split, text, annotators], default=list)
+def row_digest(row_id: str, label: str, split: str, text: str, annotators: object,
+               fold: object = None) -> str:
+    """Digest of everything a curated row contributes to training (the fold only under
+    ``kfold``, so the other strategies keep their digests)."""
+    values = [row_id, label, split, text, annotators] + ([int(fold)] if pd.notna(fold) else [])
+    payload = json.dumps(values, default=list)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-SNAPSHOT_FORMAT = 2  # part of every partition's input key: a new format rewrites them all
+SNAPSHOT_FORMAT = 3  # part of every partition's input key: a new format rewrites them all
 RowChanges = dict[tuple[str, int], tuple[str, str, bool]]
+Assigned = dict[tuple[str, int], str]  # (source, position) -> split, planned over the snapshot
+PLANNED = ("stratified", "time")  # strategies that look at the whole snapshot
 
 
 def row_changes(labels: LabelsResult, dedup: DedupResult) -> dict[str, RowChanges]:
@@ -77,12 +89,14 @@ def excluded_rows(lake: Lake, drops: list[str], dedup: DedupResult,
 
 
 def partition_key(silver_file: str, index_file: str, excluded: set[tuple[str, int]],
-                  changes: RowChanges, shares: SplitConfig) -> str:
+                  changes: RowChanges, shares: SplitConfig, assigned: Assigned | None) -> str:
     """Everything a curated partition is made from: equal keys give equal partitions."""
     files = [(Path(f).name, os.stat(f).st_size, os.stat(f).st_mtime_ns)
              for f in (silver_file, index_file) if os.path.exists(f)]
+    planned = hashlib.sha256(json.dumps(sorted(assigned.items())).encode()).hexdigest() \
+        if assigned is not None else None
     payload = json.dumps([SNAPSHOT_FORMAT, files, sorted(excluded), sorted(changes.items()),
-                          shares.model_dump()], default=list)
+                          shares.model_dump(), planned], default=list)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -123,19 +137,35 @@ def split_anchors(index_file: str, frame: pd.DataFrame) -> pd.Series:
         index=frame.index, dtype=object)
 
 
+def assign_rows(curated: pd.DataFrame, anchors: pd.Series, shares: SplitConfig,
+                assigned: Assigned | None) -> pd.DataFrame:
+    """The rows with their split (planned, or from their anchor) and, under kfold, fold."""
+    fold = pd.Series(pd.NA, index=curated.index, dtype="Int64")
+    if assigned is not None:
+        split = pd.Series([assigned[k] for k in zip(curated["source"], curated["position"],
+                                                    strict=True)], index=curated.index)
+    elif shares.strategy == "kfold":
+        fold = pd.Series([fold_of(a, shares.folds) for a in anchors], index=curated.index,
+                         dtype="Int64")
+        split = fold.map(lambda f: kfold_split(f, shares.folds)).astype(object)
+    else:
+        split = assign_split(anchors, shares)
+    return curated.assign(split=split, fold=fold)
+
+
 def curate_partition(silver_file: str, index_file: str, out: str,
                      excluded: set[tuple[str, int]], changes: RowChanges,
-                     shares: SplitConfig) -> dict[str, Any]:
+                     shares: SplitConfig, assigned: Assigned | None = None) -> dict[str, Any]:
     """Write one curated partition; its rows, rows per split and content sum (runs on a
-    Dask worker)."""
+    Dask worker). ``assigned``: the splits planned over the whole snapshot, if any."""
     frame = pq.read_table(silver_file).to_pandas()
     keep = [key not in excluded for key in zip(frame["source"], frame["position"], strict=True)]
     curated = apply_changes(frame.loc[keep, SILVER_COLUMNS], changes)
-    curated["split"] = assign_split(split_anchors(index_file, curated), shares)
+    curated = assign_rows(curated, split_anchors(index_file, curated), shares, assigned)
     write_parquet(curated, Path(out), CURATED_SCHEMA, partition_name(silver_file))
     total = sum(int(row_digest(*row), 16) for row in zip(
         curated["id"], curated["label"], curated["split"], curated["text"],
-        curated["annotator_labels"], strict=True)) % 2**256
+        curated["annotator_labels"], curated["fold"], strict=True)) % 2**256
     counts = Counter(curated["split"])
     return {"rows": len(curated), "split_rows": {s: counts[s] for s in SPLITS},
             "sum": f"{total:064x}"}
@@ -167,6 +197,7 @@ def build_curated_snapshot(lake: Lake, drops: list[str], dedup: DedupResult,
     import dask
 
     excluded, changes = excluded_rows(lake, drops, dedup), row_changes(labels, dedup)
+    plan, split_info = plan_splits(lake, drops, excluded, changes, shares)
     previous_data, previous = previous_partitions(lake)
     staged = lake.staging()
     data = staged / "data"
@@ -176,25 +207,97 @@ def build_curated_snapshot(lake: Lake, drops: list[str], dedup: DedupResult,
         for silver_file in lake.silver_files([drop]):
             name = partition_name(silver_file)
             index = index_file(lake, drop)
-            key = partition_key(silver_file, index, excluded[drop], changes[drop], shares)
+            assigned = plan.get(drop) if shares.strategy in PLANNED else None
+            key = partition_key(silver_file, index, excluded[drop], changes[drop], shares,
+                                assigned)
             old = previous.get(name)
             if old and old["key"] == key and (previous_data / f"{name}.parquet").is_file():
                 os.link(previous_data / f"{name}.parquet", data / f"{name}.parquet")
                 partitions[name] = old
             else:
                 jobs[name] = (key, dask.delayed(curate_partition)(
-                    silver_file, index, str(data), excluded[drop], changes[drop], shares))
+                    silver_file, index, str(data), excluded[drop], changes[drop], shares,
+                    assigned))
     built = dask.compute(*[job for _, job in jobs.values()])
     for (name, (key, _)), record in zip(jobs.items(), built, strict=True):
         partitions[name] = {**record, "key": key}
     if not partitions:
         write_parquet(pd.DataFrame(), data, CURATED_SCHEMA, "empty")
     return finish_snapshot(lake, staged, drops, dedup, dict(sorted(partitions.items())),
-                           reused=len(partitions) - len(jobs))
+                           reused=len(partitions) - len(jobs), split_info=split_info)
+
+
+def split_rows_of(lake: Lake, drops: list[str], excluded: dict[str, set[tuple[str, int]]],
+                  changes: dict[str, RowChanges]) -> pd.DataFrame:
+    """Keys, label (relabels applied), drop and split anchor of every row the snapshot will
+    hold, in keep order (no texts are read)."""
+    frames = []
+    for drop in drops:
+        for silver_file in lake.silver_files([drop]):
+            frame = pq.read_table(silver_file, columns=[
+                "id", "label", "source", "position", "drop"]).to_pandas()
+            keys = list(zip(frame["source"], frame["position"], strict=True))
+            frame = frame.loc[[k not in excluded[drop] for k in keys]]
+            relabel = {k: new for k, (action, new, _) in changes[drop].items()
+                       if action == "relabel"}
+            frame["label"] = [relabel.get(k, lab) for k, lab in zip(
+                zip(frame["source"], frame["position"], strict=True), frame["label"],
+                strict=True)]
+            frames.append(frame.assign(anchor=split_anchors(index_file(lake, drop), frame)))
+    columns = ["id", "label", "source", "position", "drop", "anchor"]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return rows.sort_values(["drop", "id", "source", "position"], kind="stable",
+                            ignore_index=True)
+
+
+def previous_splits(lake: Lake, shares: SplitConfig) -> dict[tuple[str, int], str]:
+    """(source, position) -> split of the rows of the newest snapshot built with the same
+    split settings; empty when there is none (the splits are then derived afresh)."""
+    built = [(manifest.get("created", ""), path.parent) for path in
+             lake.snapshots.glob("*/manifest.json") if (manifest := read_json(path))
+             .get("split", {}).get("settings") == shares.model_dump()]
+    if not built:
+        return {}
+    folder = max(built)[1]
+    table = pq.read_table(folder / "data", columns=["source", "position", "split"])
+    return dict(zip(zip(table["source"].to_pylist(), table["position"].to_pylist(),
+                        strict=True), table["split"].to_pylist(), strict=True))
+
+
+def plan_splits(lake: Lake, drops: list[str], excluded: dict[str, set[tuple[str, int]]],
+                changes: dict[str, RowChanges], shares: SplitConfig,
+                ) -> tuple[dict[str, Assigned], dict[str, Any]]:
+    """Per drop, the split of each row under a strategy that looks at the whole snapshot
+    (stratified, time), and what the manifest records about the split."""
+    info: dict[str, Any] = {"strategy": shares.strategy, "settings": shares.model_dump()}
+    if shares.strategy == "kfold":
+        k = shares.folds
+        info["shares"] = {"train": (k - 2) / k, "validation": 1 / k, "test": 1 / k}
+    elif shares.strategy != "time":
+        info["shares"] = shares.shares()
+    if shares.strategy not in PLANNED:
+        return {}, info
+    rows = split_rows_of(lake, drops, excluded, changes)
+    if shares.strategy == "stratified":
+        split = stratified_splits(rows, previous_splits(lake, shares), shares)
+    elif len(set(drops)) > shares.test_drops + shares.validation_drops:
+        split, chosen = time_splits(rows, drops, shares)
+        info.update(chosen)
+    else:  # too few drops to hold the newest out: hash until there are enough
+        split = assign_split(rows["anchor"], shares)
+        info.update(shares=shares.shares(), fallback=(
+            f"time needs more than {shares.test_drops + shares.validation_drops} drop(s), "
+            f"the snapshot has {len(set(drops))}: split by hash of the anchor until then"))
+    plan: dict[str, Assigned] = defaultdict(dict)
+    for drop, source, position, s in zip(rows["drop"], rows["source"], rows["position"], split,
+                                         strict=True):
+        plan[drop][(source, int(position))] = s
+    return plan, info
 
 
 def finish_snapshot(lake: Lake, staged: Path, drops: list[str], dedup: DedupResult,
-                    partitions: dict[str, Any], reused: int) -> SnapshotResult:
+                    partitions: dict[str, Any], reused: int,
+                    split_info: dict[str, Any]) -> SnapshotResult:
     """Copy the dedup log in, write the manifest, move the snapshot to its digest's folder."""
     digest = snapshot_digest(partitions)
     rows = sum(p["rows"] for p in partitions.values())
@@ -203,7 +306,7 @@ def finish_snapshot(lake: Lake, staged: Path, drops: list[str], dedup: DedupResu
     write_json(staged / "manifest.json", {
         "digest": digest, "rows": rows, "drops": drops, "split_rows": split_rows,
         "duplicates": dedup.duplicates, "created": datetime.now(UTC).isoformat(),
-        "partitions_reused": reused, "partitions": partitions,
+        "partitions_reused": reused, "split": split_info, "partitions": partitions,
     })
     target = lake.snapshot(digest[:16])
     replace_dir(staged, target)

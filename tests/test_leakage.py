@@ -4,6 +4,8 @@ import json
 import random
 from pathlib import Path
 
+import pandas as pd
+
 from finegate.core.config import DedupConfig
 from finegate.core.lake import Lake
 from finegate.tasks.leakage import check_leakage
@@ -61,3 +63,61 @@ def test_a_golden_row_whose_copy_was_deduplicated_away_is_no_leak(dirty_landing:
     report = json.loads(Path(result.leakage_path).read_text())
     assert [p["id"] for p in report["pairs"]] == ["j-2"]  # one pair: the kept row only
     assert dedup.exact_duplicates >= 1
+
+
+def rewrite_snapshot(data_path: str, change) -> None:
+    """Apply ``change`` to every partition of a snapshot (planting rows and splits)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from finegate.core.schemas import CURATED_SCHEMA
+
+    for part in Path(data_path).glob("*.parquet"):
+        frame = change(pq.read_table(part).to_pandas())
+        part.unlink()  # partitions may be hard links into an earlier snapshot
+        pq.write_table(pa.Table.from_pandas(frame, schema=CURATED_SCHEMA,
+                                            preserve_index=False), part)
+
+
+def test_cross_split_pairs_are_counted_and_named(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    landing, lake = tmp_path / "landing", Lake.at(tmp_path / "lake")
+    originals = [{**r, "text": r["text"] * 3} for r in topic_rows(60, seed=31, prefix="o")]
+    retold = [{"id": f"r-{i}", "text": perturb(originals[i]["text"], random.Random(i), 0.2),
+               "label": originals[i]["label"]} for i in range(30)]
+    copy = {"id": "copy-0", "text": originals[0]["text"], "label": originals[0]["label"]}
+    for drop, rows in (("n1", originals), ("n2", [*retold, copy])):
+        (landing / drop).mkdir(parents=True)
+        write_golden(landing / drop / "rows.jsonl", rows)
+    snapshot, dedup, _ = curate(landing, lake, drops=("n1", "n2"))
+    clean = check_leakage(lake, snapshot, "", LABEL_SET, DedupConfig())
+    assert (clean.cross_split_exact, clean.cross_split_near) == (0, 0)  # anchors held
+
+    index = pq.read_table(lake.dedup_index / "rows").to_pandas()
+    data = pq.read_table(snapshot.data_path).to_pandas().set_index("id")
+    pair = next(f"r-{i}" for i in range(30) if f"r-{i}" in data.index
+                and index.set_index("id").loc[f"r-{i}", "split_anchor"] == f"o-{i}")
+    moved = "test" if data.loc[pair, "split"] != "test" else "train"
+    logged = index.set_index("id").loc["copy-0"]  # the exact copy dedup logged
+    assert "copy-0" not in data.index and dedup.exact_duplicates >= 1
+    other = "validation" if data.loc["o-0", "split"] != "validation" else "train"
+
+    def plant(frame):  # a related row moved to another split, and the logged copy put back
+        frame.loc[frame["id"] == pair, "split"] = moved
+        if (frame["id"] == "o-0").any():
+            twin = frame.loc[frame["id"] == "o-0"].assign(
+                id="copy-0", source=logged["source"], position=logged["position"],
+                drop=logged["drop"], split=other)
+            frame = pd.concat([frame, twin], ignore_index=True)
+        return frame
+
+    rewrite_snapshot(snapshot.data_path, plant)
+    planted = check_leakage(lake, snapshot, "", LABEL_SET, DedupConfig())
+    assert planted.cross_split_exact == 1 and planted.cross_split_near >= 1
+    report = json.loads(Path(planted.leakage_path).read_text())
+    named = {(p["kind"], frozenset((p["id_a"], p["id_b"]))) for p in report["cross_split_pairs"]}
+    assert ("exact", frozenset(("o-0", "copy-0"))) in named
+    assert ("near", frozenset((pair, pair.replace("r-", "o-")))) in named
+    assert sum(report["cross_split_by_splits"].values()) == (
+        planted.cross_split_exact + planted.cross_split_near)

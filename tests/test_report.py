@@ -224,3 +224,23 @@ def test_gate_messages_in_prefect_artifacts_make_no_live_html_or_markdown(monkey
         assert not re.search(r"<(script|img|a|em|strong)\b", user_part), user_part
         text = html.unescape(re.sub(r"<[^>]+>", "", user_part))
         assert found in text  # shown as the characters it was
+
+
+def test_leakage_pairs_are_shown_side_by_side_and_escaped(tmp_path: Path) -> None:
+    from finegate.tasks.report import leakage_parts
+
+    path = tmp_path / "leakage.json"
+    path.write_text(json.dumps({
+        "golden_rows": 3, "leaked_golden": [1],
+        "pairs": [{"golden_row": 1, "golden_text": "<b>golden</b> story", "id": "a",
+                   "split": "train", "kind": "near", "similarity": 0.8}],
+        "cross_split_exact": 0, "cross_split_near": 1,
+        "cross_split_by_splits": {"test|train": 1},
+        "cross_split_pairs": [{"id_a": "a", "split_a": "train", "id_b": "b",
+                               "split_b": "test", "kind": "near", "similarity": 0.61}]}))
+    data = pd.DataFrame({"id": ["a", "b"], "text": ["<script>x</script> row a", "row b text"]})
+    page = "".join(leakage_parts({"leakage": {"pairs": str(path)}}, data))
+    assert "Golden rows found in the snapshot (1 of 3)" in page
+    assert "&lt;b&gt;golden&lt;/b&gt; story" in page and "<script>" not in page
+    assert "0 exact, 1 near pairs" in page and "row b text" in page and "0.6100" in page
+    assert "not checked" in "".join(leakage_parts({"leakage": None}, data))

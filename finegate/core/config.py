@@ -71,11 +71,25 @@ class TrainConfig(Strict):
 
 
 class SplitConfig(Strict):
-    """Shares of the stable hash split; they must add up to 1."""
+    """How rows are split into train/validation/test; the shares must add up to 1.
 
+    ``hash``: a row's split is the hash of its split anchor (stable, stateless). ``stratified``:
+    every label's rows are held at the shares (rows already assigned keep their split; new
+    rows fill each label's deficit). ``time``: the newest ``test_drops`` drops (by name) are the
+    test split, the ``validation_drops`` before them validation (0: validation is drawn by hash
+    from the older drops), the rest train. ``kfold``: every row gets a fold ``0..folds-1`` (hash
+    of its anchor); the last fold is test and the one before it validation. Rows related by
+    dedup (one split anchor) always share their split and fold.
+    """
+
+    strategy: str = Field(default="hash", pattern="^(hash|stratified|time|kfold)$")
     train: float = 0.8
     validation: float = 0.1
     test: float = 0.1
+    test_drops: int = Field(default=1, ge=1, description="time: newest drops that are test")
+    validation_drops: int = Field(default=0, ge=0, description="time: drops before them that "
+                                  "are validation; 0 = a hash share of the older drops")
+    folds: int = Field(default=5, ge=3, description="kfold: number of folds")
 
     @model_validator(mode="after")
     def _shares_add_up(self) -> SplitConfig:
@@ -83,6 +97,10 @@ class SplitConfig(Strict):
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"split shares must add up to 1, got {total:.3f}")
         return self
+
+    def shares(self) -> dict[str, float]:
+        """The configured share of each split."""
+        return {"train": self.train, "validation": self.validation, "test": self.test}
 
 
 class DedupConfig(Strict):

@@ -104,3 +104,16 @@ def drift_metrics(current: pd.DataFrame, previous: pd.DataFrame | None) -> dict[
         "oov_rate": oov_rate(new_rows["text"], vocabulary(previous["text"])),
     })
     return metrics
+
+
+def rows_drift(new: pd.DataFrame, old: pd.DataFrame) -> dict[str, float]:
+    """Drift of ``new`` rows (columns text, label) against ``old`` ones: label-share L∞,
+    word-length Jensen-Shannon distance, median length change, OOV rate against ``old``."""
+    if new.empty or old.empty:
+        return {}
+    words, old_words = word_counts(new["text"]), word_counts(old["text"])
+    return {"label_linf": linf_distance(label_shares(new["label"]), label_shares(old["label"])),
+            "length_js_distance": length_distance(words, old_words),
+            "median_length_change": (abs(words.median() / old_words.median() - 1)
+                                     if old_words.median() else 0.0),
+            "oov_rate": oov_rate(new["text"], vocabulary(old["text"]))}

@@ -222,3 +222,8 @@ class LeakageResult:
     golden_rows: int
     leaked_by_split: dict[str, int]
     leaked_golden: list[int]
+    # pairs of snapshot rows in different splits: same content, or an estimated Jaccard at or
+    # above dedup.related_threshold; per pair of splits ("train|test": n)
+    cross_split_exact: int = 0
+    cross_split_near: int = 0
+    cross_split_by_splits: dict[str, int] = field(default_factory=dict)

@@ -22,7 +22,8 @@ BRONZE_SCHEMA = pa.schema([
     ("flags", _LIST),
 ])
 SILVER_SCHEMA = BRONZE_SCHEMA.append(pa.field("text_hash", _TEXT))
-CURATED_SCHEMA = SILVER_SCHEMA.append(pa.field("split", _TEXT))
+# fold: the row's k-fold fold under split.strategy kfold, else null
+CURATED_SCHEMA = SILVER_SCHEMA.append(pa.field("split", _TEXT)).append(pa.field("fold", pa.int64()))
 QUARANTINE_SCHEMA = pa.schema([
     ("id", _TEXT), ("drop", _TEXT), ("source", _TEXT), ("position", pa.int64()),
     ("stage", _TEXT), ("reason", _TEXT), ("raw", _TEXT),

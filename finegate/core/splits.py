@@ -1,12 +1,29 @@
-"""Stable splits: a row's split is a hash of its id, read against the configured shares.
+"""Split strategies: which of train/validation/test (and which fold) every curated row is in.
 
-The same id always lands in the same split, so rows never move between splits across nightly
-runs and never leak from test into train.
+A row's split is decided by its split anchor (its own id, or the id of the earlier row the
+dedup stage relates it to), so related rows always share a split. Strategies
+(``split.strategy``):
+
+- ``hash``: the anchor's SHA-256, read as a number in [0, 1), against the shares. Stateless:
+  the same anchor always lands in the same split.
+- ``stratified``: every label is held at the shares. Rows already assigned (in the previous
+  snapshot, built with the same split settings) keep their split; a new row related to an
+  assigned row takes that row's split; the other new anchor groups fill each label's deficit
+  against the target ``share * rows of the label``, one group at a time in the order of their
+  anchor's SHA-256 (deterministic, independent of arrival order within a night).
+- ``time``: by drop order (drop names sorted). A group is as old as its oldest row's drop: the
+  newest ``test_drops`` drops are test, the ``validation_drops`` before them validation (0: the
+  older drops' groups go to validation by hash at ``validation / (train + validation)``), the
+  rest train. Re-derived every night, so a row only moves forward (test, then validation or
+  train as newer drops arrive), never from train into evaluation.
+- ``kfold``: every group's fold is ``floor(hash position * folds)``: stable and anchor-aware;
+  the last fold is test, the one before it validation, the others train.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 
 import pandas as pd
 
@@ -15,14 +32,100 @@ from finegate.core.config import SplitConfig
 SPLITS = ("train", "validation", "test")
 
 
+def hash_position(anchor: str) -> float:
+    """The anchor's SHA-256 read as a number in [0, 1)."""
+    return int(hashlib.sha256(anchor.encode()).hexdigest()[:15], 16) / 16**15
+
+
 def split_of(row_id: str, shares: SplitConfig) -> str:
-    """The split an id belongs to: its hash, read as a number in [0, 1), against the shares."""
-    position = int(hashlib.sha256(row_id.encode()).hexdigest()[:15], 16) / 16**15
+    """The hash split of an anchor: its hash position against the shares."""
+    position = hash_position(row_id)
     if position < shares.train:
         return "train"
     return "validation" if position < shares.train + shares.validation else "test"
 
 
 def assign_split(ids: pd.Series, shares: SplitConfig) -> pd.Series:
-    """The split of every id."""
+    """The hash split of every anchor."""
     return pd.Series([split_of(i, shares) for i in ids], index=ids.index, dtype=object)
+
+
+def fold_of(anchor: str, folds: int) -> int:
+    """The k-fold fold of an anchor (0 .. folds-1)."""
+    return min(int(hash_position(anchor) * folds), folds - 1)
+
+
+def kfold_split(fold: int, folds: int) -> str:
+    """The split a fold is in: the last fold is test, the one before it validation."""
+    return "test" if fold == folds - 1 else "validation" if fold == folds - 2 else "train"
+
+
+def stratified_splits(rows: pd.DataFrame, previous: dict[tuple[str, int], str],
+                      shares: SplitConfig) -> pd.Series:
+    """Per row (columns source, position, label, anchor; in keep order), its split: assigned
+    rows keep theirs, new rows join their anchor group's split, new groups fill their label's
+    deficit (largest ``target - rows`` first, ties in split order)."""
+    keys = list(zip(rows["source"], rows["position"], strict=True))
+    split = pd.Series([previous.get(k) for k in keys], index=rows.index, dtype=object)
+    group_split = {}
+    for anchor, assigned in zip(rows["anchor"], split, strict=True):
+        if assigned is not None:
+            group_split.setdefault(anchor, assigned)  # the earliest assigned row of the group
+    joined = split.isna() & rows["anchor"].isin(group_split.keys())
+    split[joined] = rows.loc[joined, "anchor"].map(group_split)
+    target = {label: {s: share * n for s, share in shares.shares().items()}
+              for label, n in Counter(rows["label"]).items()}
+    have: dict[str, Counter] = {label: Counter() for label in target}
+    for label, s in zip(rows["label"], split, strict=True):
+        if s is not None:
+            have[label][s] += 1
+    new = rows.loc[split.isna()]
+    groups = {anchor: group for anchor, group in new.groupby("anchor", sort=False)}
+    for anchor in sorted(groups, key=lambda a: (hashlib.sha256(a.encode()).hexdigest(), a)):
+        group = groups[anchor]
+        label = group["label"].iloc[0]  # the group's first row in keep order decides
+        chosen = max(SPLITS, key=lambda s, lab=label: (target[lab][s] - have[lab][s],
+                                                       -SPLITS.index(s)))
+        split[group.index] = chosen
+        for lab in group["label"]:
+            have[lab][chosen] += 1
+    return split
+
+
+def time_splits(rows: pd.DataFrame, drops: list[str], shares: SplitConfig,
+                ) -> tuple[pd.Series, dict[str, list[str]]]:
+    """Per row (columns drop, anchor), its split by the age of its anchor group, and which
+    drops are test and validation. Needs more drops than ``test_drops + validation_drops``."""
+    order = sorted(drops)
+    test = order[len(order) - shares.test_drops:]
+    validation = order[len(order) - shares.test_drops - shares.validation_drops:
+                       len(order) - shares.test_drops]
+    rank = {d: i for i, d in enumerate(order)}
+    oldest = rows.groupby("anchor")["drop"].agg(lambda ds: min(ds, key=rank.__getitem__))
+    held_out = shares.validation / max(shares.train + shares.validation, 1e-9)
+
+    def split_of_group(anchor: str, drop: str) -> str:
+        if drop in test:
+            return "test"
+        if drop in validation or (not validation and hash_position(anchor) < held_out):
+            return "validation"
+        return "train"
+
+    by_group = {a: split_of_group(a, d) for a, d in oldest.items()}
+    return (rows["anchor"].map(by_group).astype(object),
+            {"test_drops": test, "validation_drops": validation})
+
+
+def label_split_shares(labels: pd.Series, splits: pd.Series) -> dict[str, dict[str, float]]:
+    """Per label, the share of its rows in each split."""
+    table = pd.crosstab(labels, splits, normalize="index")
+    return {str(label): {s: float(table.loc[label].get(s, 0.0)) for s in SPLITS}
+            for label in table.index}
+
+
+def max_share_deviation(labels: pd.Series, splits: pd.Series, shares: SplitConfig) -> float:
+    """The largest gap between a label's share in a split and the configured share."""
+    configured = shares.shares()
+    return max((abs(share - configured[s])
+                for per_split in label_split_shares(labels, splits).values()
+                for s, share in per_split.items()), default=0.0)
