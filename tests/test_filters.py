@@ -4,13 +4,24 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from finegate.core.config import FiltersConfig, LanguageRule, WordCountRule
+from finegate.core.config import (
+    DedupConfig,
+    FiltersConfig,
+    LabelsConfig,
+    LanguageRule,
+    SplitConfig,
+    WordCountRule,
+)
 from finegate.core.filters import RULES, document, filter_name, judge
 from finegate.core.lake import Lake
 from finegate.core.text import normalise_text
 from finegate.tasks.clean import clean_drop
+from finegate.tasks.dedup import dedup_drops
 from finegate.tasks.ingest import ingest_drop
-from tests.factories import LABEL_SET
+from finegate.tasks.labels import review_labels
+from finegate.tasks.quality import write_scorecard
+from finegate.tasks.snapshot import build_curated_snapshot
+from tests.factories import LABEL_SET, LABELS
 
 ENGLISH = [
     "Shares in the carmaker rose by 4% on Tuesday after it reported stronger than expected "
@@ -168,3 +179,24 @@ def test_the_clean_stage_keeps_flagged_rows(tmp_path: Path) -> None:
     assert result.rows_quarantined == 0 and result.rows_silver == 2
     assert list(silver.at["short", "flags"]) == ["filter:word_count"]
     assert list(silver.at["long", "flags"]) == []
+
+
+def test_the_scorecard_counts_rows_per_filter(tmp_path: Path, defaults: FiltersConfig) -> None:
+    landing = tmp_path / "landing"
+    (landing / "d").mkdir(parents=True)
+    rows = [{"id": f"good-{i}", "text": t, "label": LABELS[i]} for i, t in enumerate(ENGLISH)]
+    rows += [{"id": f"junk-{name}", "text": t, "label": "tech"} for name, t in FAILING.items()]
+    (landing / "d" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lake = Lake.at(tmp_path / "lake")
+    read = ingest_drop(landing, "d", lake).rows_read
+    flag_short = defaults.model_copy(update={"word_count": WordCountRule(action="flag")})
+    clean_drop("d", lake, LABEL_SET, flag_short)
+    dedup = dedup_drops(lake, ["d"], DedupConfig())
+    review = review_labels(lake, ["d"], dedup, LABELS, LabelsConfig(noise_detection=False))
+    snapshot = build_curated_snapshot(lake, ["d"], dedup, review, SplitConfig())
+    card = json.loads(Path(write_scorecard(read, snapshot, lake, LABELS, dedup,
+                                           review).scorecard_path).read_text())
+    assert card["accounting"]["holds"] and card["accounting"]["quarantined"] == len(FAILING) - 1
+    assert card["filters"] == {name: {"dropped": int(name != "word_count"),
+                                      "flagged": int(name == "word_count")} for name in RULES}
+    assert card["filtered_ratio"] == pytest.approx((len(FAILING) - 1) / len(rows))
