@@ -29,8 +29,8 @@ from finegate.core.config import (
     WordCountRule,
 )
 
-_ELLIPSES = ("...", "…")
-_BULLETS = ("•", "●", "○", "◦", "▪", "■", "□", "‣", "⁃", "-", "*", "–", "·", "→", ">")
+ELLIPSES = ("...", "…")
+BULLETS = ("•", "●", "○", "◦", "▪", "■", "□", "‣", "⁃", "-", "*", "–", "·", "→", ">")
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def alpha_share(doc: Document, rule: AlphaShareRule) -> str | None:
     return None
 
 
-def _symbols(text: str) -> int:
+def symbol_count(text: str) -> int:
     """Hashes, ellipses and math/other Unicode symbols (categories Sm, So) in ``text``."""
     ellipses = text.count("...") + text.count("…")
     other = sum(1 for c in text if c == "#" or unicodedata.category(c) in ("Sm", "So"))
@@ -94,7 +94,7 @@ def symbol_ratio(doc: Document, rule: SymbolRatioRule) -> str | None:
     """Too many symbols per word."""
     if not doc.words:
         return None
-    ratio = _symbols(doc.text) / len(doc.words)
+    ratio = symbol_count(doc.text) / len(doc.words)
     if ratio > rule.max_ratio:
         return f"{ratio:.3f} symbols per word, above {rule.max_ratio}"
     return None
@@ -175,13 +175,13 @@ def _line_share(doc: Document, rule: LineShareRule, matches: Callable[[str], boo
 
 def ellipsis_lines(doc: Document, rule: LineShareRule) -> str | None:
     """Too many lines end in an ellipsis (truncated teasers, link lists)."""
-    return _line_share(doc, rule, lambda line: line.rstrip().endswith(_ELLIPSES),
+    return _line_share(doc, rule, lambda line: line.rstrip().endswith(ELLIPSES),
                        "ending in an ellipsis")
 
 
 def bullet_lines(doc: Document, rule: LineShareRule) -> str | None:
     """Too many lines start with a bullet (menus, lists without prose)."""
-    return _line_share(doc, rule, lambda line: line.lstrip().startswith(_BULLETS),
+    return _line_share(doc, rule, lambda line: line.lstrip().startswith(BULLETS),
                        "starting with a bullet")
 
 
