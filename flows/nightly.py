@@ -112,7 +112,7 @@ def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
     retract_drops(lake, drops.retracted)
     for drop in drops.to_ingest:
         ingested = ingest_drop(lake, config.landing_path, drop, config.dask)
-        clean_drop(lake, drop, config.label_set)
+        clean_drop(lake, drop, config.label_set, config.filters)
         record_drop(lake, drop, drops.scans[drop], ingested.rows_read)
     drop_names, rows_read = ingested_history(lake)  # every drop so far, and rows read
     duplicates = deduplicate(lake, drop_names, config.dedup)

@@ -27,6 +27,7 @@ from finegate.core.config import (
     DaskConfig,
     DedupConfig,
     EvaluationConfig,
+    FiltersConfig,
     LabelsConfig,
     LabelSet,
     PromotionConfig,
@@ -113,10 +114,11 @@ def ingest_drop(lake: Lake, landing: str, drop: str, settings: DaskConfig) -> In
 
 
 @task(name="clean", task_run_name="clean-{drop}", retries=1)
-def clean_drop(lake: Lake, drop: str, label_set: LabelSet) -> CleanResult:
-    """Normalise one ingested drop into silver rows and quarantine."""
+def clean_drop(lake: Lake, drop: str, label_set: LabelSet,
+               filters: FiltersConfig) -> CleanResult:
+    """Normalise and filter one ingested drop into silver rows and quarantine."""
     with on_dask():
-        return clean.clean_drop(drop, lake, label_set)
+        return clean.clean_drop(drop, lake, label_set, filters)
 
 
 @task(name="record-drop", task_run_name="record-{drop}")

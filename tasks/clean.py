@@ -3,7 +3,10 @@
 Text: HTML tags and entities removed, Unicode NFKC, whitespace collapsed. Labels: matched to the
 configured label set ignoring case, spaces, ``-``/``_``, and through ``label_aliases``; rows with
 annotator votes take the votes' consensus as their label. Rows with
-an unknown label or no text left after cleaning go to quarantine with the reason.
+an unknown label or no text left after cleaning go to quarantine with the reason. The other rows
+then meet the heuristic filters (``finegate.core.filters``, ``filters`` config section): a rule
+set to ``drop`` quarantines the row as ``filter:<name>: <measured value>``, one set to ``flag``
+keeps it with the flag ``filter:<name>``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from finegate.core.config import LabelSet
+from finegate.core.config import FiltersConfig, LabelSet
+from finegate.core.filters import document, judge
 from finegate.core.lake import Lake
 from finegate.core.quarantine import reject, write_quarantine
 from finegate.core.results import CleanResult
@@ -61,10 +65,26 @@ def clean_frame(frame: pd.DataFrame, lookup: dict[str, str]) -> pd.DataFrame:
     return out
 
 
-def _clean_partition(bronze_file: str, silver: str, quarantine: str,
-                     lookup: dict[str, str]) -> tuple[int, int]:
+def apply_filters(cleaned: pd.DataFrame, raw_texts: pd.Series,
+                  settings: FiltersConfig) -> pd.DataFrame:
+    """Run the heuristic filters on the rows not yet rejected: set ``reason`` on the dropped,
+    add ``filter:<name>`` flags on the flagged. Lines come from the raw text (cleaning joins
+    them), each line cleaned."""
+    out = cleaned.copy()
+    for i in out.index[out["reason"].isna()]:
+        raw = raw_texts[i]
+        lines = [normalise_text(line) for line in raw.splitlines()] if raw else None
+        verdict = judge(document(out.at[i, "text"], lines), settings)
+        out.at[i, "reason"] = verdict.reason
+        if verdict.flags:
+            out.at[i, "flags"] = [*out.at[i, "flags"], *verdict.flags]
+    return out
+
+
+def _clean_partition(bronze_file: str, silver: str, quarantine: str, lookup: dict[str, str],
+                     filters: FiltersConfig) -> tuple[int, int]:
     bronze = pq.read_table(bronze_file).to_pandas()
-    cleaned = clean_frame(bronze, lookup)
+    cleaned = apply_filters(clean_frame(bronze, lookup), bronze["text"], filters)
     bad = cleaned["reason"].notna()
     raw = [json.dumps({"text": t, "label": lab}) for t, lab in
            zip(bronze.loc[bad, "text"], bronze.loc[bad, "label"], strict=True)]
@@ -74,15 +94,19 @@ def _clean_partition(bronze_file: str, silver: str, quarantine: str,
     return good, write_quarantine(rejected, Path(quarantine), name)
 
 
-def clean_drop(drop: str, lake: Lake, label_set: LabelSet) -> CleanResult:
-    """Clean every bronze partition of a drop in parallel (on the current Dask client); write
-    silver and clean quarantine."""
+def clean_drop(drop: str, lake: Lake, label_set: LabelSet,
+               filters: FiltersConfig | None = None) -> CleanResult:
+    """Clean and filter every bronze partition of a drop in parallel (on the current Dask
+    client); write silver and clean quarantine. ``filters``: None = no heuristic filters (the
+    flow passes ``config.filters``)."""
     import dask
 
     lookup = label_lookup(label_set)
+    filters = FiltersConfig(enabled=False) if filters is None else filters
     with lake.staged(lake.silver(drop), lake.quarantine(drop, "clean")) as (silver, quarantine):
         counts = dask.compute(*[
-            dask.delayed(_clean_partition)(str(f), str(silver), str(quarantine), lookup)
+            dask.delayed(_clean_partition)(str(f), str(silver), str(quarantine), lookup,
+                                           filters)
             for f in sorted(lake.bronze(drop).glob("*.parquet"))])
     good, bad = sum(c[0] for c in counts), sum(c[1] for c in counts)
     return CleanResult(drop=drop, silver_path=str(lake.silver(drop)),

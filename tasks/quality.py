@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from finegate.core.drift import drift_metrics, oov_rate, vocabulary, word_counts
+from finegate.core.filters import RULES, filter_name
 from finegate.core.history import previous_snapshot
 from finegate.core.lake import Lake, read_json, write_json
 from finegate.core.quarantine import quarantine_reasons
@@ -112,6 +113,16 @@ def label_distribution(counts: dict[str, int]) -> dict[str, float]:
     return {label: n / total for label, n in counts.items()}
 
 
+def filter_counts(reasons: pd.Series, flags: pd.Series) -> dict[str, dict[str, int]]:
+    """Per heuristic filter: rows it quarantined (reasons ``filter:<name>: ...``) and curated
+    rows it flagged (flags ``filter:<name>``)."""
+    dropped = reasons.dropna().map(filter_name).value_counts()
+    flagged = pd.Series([filter_name(f) for row in flags for f in (row if row is not None
+                                                                  else [])]).value_counts()
+    return {name: {"dropped": int(dropped.get(name, 0)), "flagged": int(flagged.get(name, 0))}
+            for name in RULES}
+
+
 def scorecard_deltas(current: dict[str, Any], previous: dict[str, Any] | None,
                      ) -> dict[str, Any]:
     """Changes against the previous snapshot's scorecard: scalar metrics and label shift."""
@@ -134,7 +145,7 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
                     leakage: LeakageResult | None = None) -> dict[str, Any]:
     """All quality metrics of a snapshot, plus the accounting of every row read."""
     columns = ["id", "text", "label", "split", "drop"]
-    data = pq.read_table(snapshot.data_path, columns=columns).to_pandas()
+    data = pq.read_table(snapshot.data_path, columns=[*columns, "flags"]).to_pandas()
     previous = previous_snapshot(lake, snapshot.digest)
     previous_data = (pq.read_table(previous / "data", columns=columns).to_pandas()
                      if previous else None)
@@ -167,6 +178,8 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
         "empty_ratio": float(reasons.isin(EMPTY_REASONS).sum()) / read,
         "missing_label_ratio": float(reasons.eq("missing label").sum()) / read,
         "quarantine_ratio": accounting.quarantined / read,
+        "filtered_ratio": float(reasons.str.startswith("filter:").sum()) / read,
+        "filters": filter_counts(reasons, data["flags"]),
         "length_chars": length_stats(data["text"].str.len()),
         "length_words": length_stats(word_counts(data["text"])),
         "accounting": {**asdict(accounting), "holds": accounting.holds},

@@ -15,8 +15,10 @@ from finegate.core.config import (
     Config,
     DedupConfig,
     EvaluationConfig,
+    FiltersConfig,
     LabelsConfig,
     LabelSet,
+    LanguageRule,
     SplitConfig,
     TrainConfig,
 )
@@ -140,6 +142,8 @@ def make_small_config(root: Path, landing: Path, model_dir: Path) -> Config:
         landing_path=str(landing), lake_path=str(root / "lake"), labels=LABELS,
         evaluation=EvaluationConfig(golden_path=str(golden)),
         label_quality=LabelsConfig(policy="flag"),  # keeps the row counts of the test exact
+        # The synthetic topic texts are English word salad; lingua reads ~15% of them as German.
+        filters=FiltersConfig(language=LanguageRule(enabled=False)),
         train=TrainConfig(model_path=str(model_dir), device="cpu", cpu_max_length=32,
                           cpu_batch_size=8, cpu_max_steps=4, epochs=1),
     )

@@ -60,7 +60,7 @@ def report_page(dirty_landing: Path, tiny_model_dir: Path, tmp_path: Path) -> Pa
 def test_report_has_every_section_and_escapes_user_text(report_page: Path) -> None:
     page = report_page.read_text()
     for section in ("Scorecard", "Quarantined rows", "Class balance", "Text length",
-                    "Duplicate clusters",
+                    "Duplicate clusters", "Heuristic filters",
                     "Most suspicious labels", "Annotator agreement", "Drift", "Quality gate",
                     "Evaluation: test", "Misclassified examples"):
         assert section in page, section

@@ -185,6 +185,103 @@ class DaskConfig(Strict):
     txt_files_per_partition: int = 128
 
 
+class FilterRule(Strict):
+    """One heuristic filter: on or off, and whether a failing row is dropped or only flagged."""
+
+    enabled: bool = True
+    action: str = Field(default="drop", pattern="^(drop|flag)$",
+                        description="drop = quarantine as filter:<name>; flag = keep, flag it")
+
+
+class WordCountRule(FilterRule):
+    """Texts with fewer or more words than these bounds."""
+
+    min_words: int = Field(default=3, ge=0)
+    max_words: int = Field(default=100_000, ge=1)
+
+
+class MeanWordLengthRule(FilterRule):
+    """Mean length of the words with a letter or digit (Gopher: 3 to 10)."""
+
+    min_length: float = Field(default=3.0, ge=0)
+    max_length: float = Field(default=10.0, gt=0)
+
+
+class AlphaShareRule(FilterRule):
+    """Share of the non-space characters that are letters: tables and symbol pages fall low."""
+
+    min_share: float = Field(default=0.6, ge=0, le=1)
+
+
+class SymbolRatioRule(FilterRule):
+    """Symbols (``#``, ellipses, math and other Unicode symbols) per word (Gopher: 0.1)."""
+
+    max_ratio: float = Field(default=0.1, ge=0)
+
+
+class DuplicateLinesRule(FilterRule):
+    """Lines repeated within a text: share of lines, share of characters (Gopher 0.3 / 0.2)."""
+
+    max_line_share: float = Field(default=0.3, ge=0, le=1)
+    max_char_share: float = Field(default=0.2, ge=0, le=1)
+    min_lines: int = Field(default=3, ge=1, description="texts with fewer lines pass")
+
+
+class TopNgramRule(FilterRule):
+    """Share of the characters covered by the most frequent word n-gram (Gopher)."""
+
+    max_shares: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
+    min_words: int = Field(default=50, ge=1, description="texts with fewer words pass")
+
+
+class DuplicateNgramRule(FilterRule):
+    """Share of the characters inside repeated word n-grams (Gopher)."""
+
+    max_shares: dict[int, float] = Field(default_factory=lambda: {
+        5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+    min_words: int = Field(default=50, ge=1, description="texts with fewer words pass")
+
+
+class LineShareRule(FilterRule):
+    """Share of lines of one kind (ending in an ellipsis, starting with a bullet)."""
+
+    max_share: float = Field(default=0.3, ge=0, le=1)
+    min_lines: int = Field(default=3, ge=1, description="texts with fewer lines pass")
+
+
+class LanguageRule(FilterRule):
+    """Language identification (lingua, offline models) against the configured languages."""
+
+    languages: list[str] = Field(default_factory=lambda: ["en"],
+                                 description="ISO 639-1 codes the corpus may be in")
+    min_confidence: float = Field(default=0.5, ge=0, le=1, description="summed confidence of "
+                                  "the configured languages a text needs")
+    min_chars: int = Field(default=100, ge=0, description="shorter texts pass (too short to "
+                           "judge)")
+    max_chars: int = Field(default=1000, ge=1, description="only the first characters are "
+                           "read (speed)")
+
+
+class FiltersConfig(Strict):
+    """Heuristic quality filters the clean stage applies (after the label check), in order.
+
+    Defaults are DataTrove's Gopher thresholds where they exist, loosened where clean BBC News
+    lost rows (benchmarks/filters.py, BENCHMARKS.md).
+    """
+
+    enabled: bool = True
+    word_count: WordCountRule = Field(default_factory=WordCountRule)
+    mean_word_length: MeanWordLengthRule = Field(default_factory=MeanWordLengthRule)
+    alpha_share: AlphaShareRule = Field(default_factory=AlphaShareRule)
+    symbol_ratio: SymbolRatioRule = Field(default_factory=SymbolRatioRule)
+    duplicate_lines: DuplicateLinesRule = Field(default_factory=DuplicateLinesRule)
+    top_ngrams: TopNgramRule = Field(default_factory=TopNgramRule)
+    duplicate_ngrams: DuplicateNgramRule = Field(default_factory=DuplicateNgramRule)
+    ellipsis_lines: LineShareRule = Field(default_factory=LineShareRule)
+    bullet_lines: LineShareRule = Field(default_factory=lambda: LineShareRule(max_share=0.9))
+    language: LanguageRule = Field(default_factory=LanguageRule)
+
+
 @dataclass(frozen=True)
 class LabelSet:
     """The configured labels and the variants that map onto them (what clean and evaluate use)."""
@@ -228,6 +325,7 @@ class Config(Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    filters: FiltersConfig = Field(default_factory=FiltersConfig)
 
     @field_validator("labels")
     @classmethod
