@@ -230,3 +230,26 @@ def test_the_mixup_hook_mixes_the_head_input_in_training_steps_only() -> None:
         mixup.lam = None  # between steps (validation): unmixed
         assert torch.equal(model.classifier(x), head(x))
     assert not model.classifier._forward_pre_hooks  # the hook is gone after training
+
+
+def test_a_killed_mixup_run_resumes_to_the_same_weights(tiny_model_dir: Path, rare_snapshot: str,
+                                                        tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    class Killed(RuntimeError):
+        pass
+
+    def kill_at_5(step: int, total: int, loss: float) -> None:
+        if step == 5:
+            raise Killed
+
+    train = TrainConfig(model_path=str(tiny_model_dir), device="cpu", cpu_max_length=32,
+                        cpu_batch_size=8, cpu_max_steps=8, epochs=2, checkpoint_every=3,
+                        augment=AugmentConfig(upsample_to=1.0, perturb=True, mixup_alpha=0.4))
+    finetune.train(rare_snapshot, LABELS, train, tmp_path / "straight")
+    with pytest.raises(Killed):  # dies at step 5, resumes from the step-3 checkpoint
+        finetune.train(rare_snapshot, LABELS, train, tmp_path / "killed", on_progress=kill_at_5)
+    assert finetune.train(rare_snapshot, LABELS, train, tmp_path / "killed").resumed_from == 3
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model.safetensors")
+    assert all(a[k].equal(b[k]) for k in a)  # the same mixup draws after the resume
