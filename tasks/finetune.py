@@ -6,7 +6,9 @@ split is imbalanced. Loop: AdamW (fused on CUDA), linear warm-up/decay, bf16 aut
 optional ``torch.compile``, validation macro-F1 every ``eval_every`` steps with early stopping
 (the best weights are kept), and a checkpoint every ``checkpoint_every`` steps that a killed run
 resumes from, reproducing the uninterrupted run. CPU runs use the bounded ``cpu_*`` budget
-(``finegate.core.device``).
+(``finegate.core.device``). Augmentation (``train.augment``, ``finegate.core.augment``): minority
+copies, optionally perturbed, are added to the train rows in memory (never to validation, test
+or the snapshot), and mixup mixes the classifier head's input and the labels within a batch.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finegate.core.config import TrainConfig
+from finegate.core.augment import augment_train_rows, mixup_draw
+from finegate.core.config import AugmentConfig, TrainConfig
 from finegate.core.device import Budget, budget_for, pick_device
 from finegate.core.inference import read_split
 from finegate.core.results import FinetuneResult
@@ -47,13 +51,16 @@ def train(data_path: str, labels: list[str], settings: TrainConfig, out_dir: Pat
     budget = budget or device_budget(settings)
     device = budget.device
     tokenizer, model = load_model(settings.resolved_model_path(), labels)
-    data = prepare_data(data_path, labels, tokenizer, budget.max_length)
+    data = prepare_data(data_path, labels, tokenizer, budget.max_length, settings.augment,
+                        settings.seed)
     total = total_steps(len(data.examples), budget.batch_size, settings.epochs, budget.max_steps)
     loss_fn = weighted_loss(class_weights(data.label_names(labels), labels, settings.imbalance),
                             device)
     model.to(device).train()
     optimizer, schedule = build_optimizer(model, settings, budget, total)
     forward = torch.compile(model) if budget.compile else model
+    mixup = Mixup(settings.augment.mixup_alpha, settings.seed) if settings.augment.mixup_alpha \
+        else None
 
     checkpoint = out_dir / "checkpoint" / "state.pt"
     step, best_score, best_step, bad_evals, losses, best_weights = 0, None, 0, 0, [], None
@@ -64,10 +71,12 @@ def train(data_path: str, labels: list[str], settings: TrainConfig, out_dir: Pat
     resumed_from, stopped_early, report_every = step, False, max(1, total // 20)
     batches = batches_from(step, data.lengths, budget.batch_size, settings.seed)
     started = time.perf_counter()
-    with tqdm(total=total, initial=step, desc=f"finetune ({device})", unit="step") as bar:
+    with tqdm(total=total, initial=step, desc=f"finetune ({device})", unit="step") as bar, \
+            mixup_head(model, mixup):
         while step < total and not stopped_early:
             batch = data.collate_rows(next(batches))
-            losses.append(train_step(forward, model, batch, loss_fn, optimizer, schedule, budget))
+            losses.append(train_step(forward, model, batch, loss_fn, optimizer, schedule, budget,
+                                     mixup.at(step, len(batch["labels"])) if mixup else None))
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -89,12 +98,14 @@ def train(data_path: str, labels: list[str], settings: TrainConfig, out_dir: Pat
     seconds = time.perf_counter() - started
     save_model(model, tokenizer, out_dir, best_weights if best_step != step else None)
     return FinetuneResult(
-        model_dir=str(out_dir), device=device, steps=step, train_rows=len(data.examples),
+        model_dir=str(out_dir), device=device, steps=step,
+        train_rows=len(data.examples) - data.augmented_rows,
         train_loss=recent_loss(losses), best_validation_macro_f1=best_score,
         stopped_early=stopped_early, resumed_from=resumed_from, seconds=seconds,
         samples_per_second=(step - resumed_from) * budget.batch_size / seconds if seconds else 0.0,
         params=training_params(settings, budget, steps=step, best_step=best_step,
-                               class_weighted=loss_fn.weight is not None))
+                               class_weighted=loss_fn.weight is not None,
+                               augmented_rows=data.augmented_rows))
 
 
 def device_budget(settings: TrainConfig) -> Budget:
@@ -121,11 +132,13 @@ def load_model(model_path: str, labels: list[str]) -> tuple[Any, Any]:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The tokenised train rows, the validation rows collated once, and the collator."""
+    """The tokenised train rows (augmented rows last), the validation rows collated once, and
+    the collator."""
 
     examples: list[dict[str, Any]]
     validation: list[dict[str, Any]]
     collate: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    augmented_rows: int = 0
 
     @property
     def lengths(self) -> list[int]:
@@ -141,26 +154,31 @@ class TrainingData:
         return self.collate([self.examples[i] for i in indices])
 
 
-def prepare_data(data_path: str, labels: list[str], tokenizer: Any,
-                 max_length: int) -> TrainingData:
-    """Tokenise the train and validation splits (truncated to ``max_length``)."""
+def prepare_data(data_path: str, labels: list[str], tokenizer: Any, max_length: int,
+                 augment: AugmentConfig | None = None, seed: int = 0) -> TrainingData:
+    """Tokenise the train and validation splits (truncated to ``max_length``); ``augment``
+    adds its rows to the train split only."""
     from transformers import DataCollatorWithPadding
 
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     label_id = {label: i for i, label in enumerate(labels)}
 
-    def encode(split: str) -> list[dict[str, Any]]:
-        texts, names = read_split(data_path, split)
+    def encode(texts: list[str], names: list[str]) -> list[dict[str, Any]]:
         if not texts:
             return []
         enc = tokenizer(texts, truncation=True, max_length=max_length)
         return [{"input_ids": i, "attention_mask": m, "labels": label_id[n]}
                 for i, m, n in zip(enc["input_ids"], enc["attention_mask"], names, strict=True)]
 
-    validation = encode("validation")
-    return TrainingData(encode("train"), [collate(validation[i:i + VALIDATION_BATCH])
-                                          for i in range(0, len(validation), VALIDATION_BATCH)],
-                        collate)
+    validation = encode(*read_split(data_path, "validation"))
+    texts, names = read_split(data_path, "train")
+    added = 0
+    if augment is not None and augment.upsample_to and texts:
+        rows = augment_train_rows(texts, names, augment, seed)
+        texts, names, added = rows.texts, rows.labels, rows.added
+    return TrainingData(encode(texts, names),
+                        [collate(validation[i:i + VALIDATION_BATCH])
+                         for i in range(0, len(validation), VALIDATION_BATCH)], collate, added)
 
 
 def total_steps(rows: int, batch_size: int, epochs: float, max_steps: int) -> int:
@@ -223,15 +241,66 @@ def build_optimizer(model: Any, settings: TrainConfig, budget: Budget,
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total)
 
 
+class Mixup:
+    """Mixup of the classifier head's input (the pooled sentence embedding) within a batch:
+    ``lam * x + (1 - lam) * x[partner]``, and of the loss, ``lam * loss(y) + (1 - lam) *
+    loss(y[partner])``; lambda and the partners are drawn per step from ``(seed, step)``."""
+
+    def __init__(self, alpha: float, seed: int) -> None:
+        self.alpha, self.seed = alpha, seed
+        self.lam: float | None = None  # set while a training step runs, None otherwise
+        self.partners: Any = None
+
+    def at(self, step: int, rows: int) -> Mixup:
+        """This step's draw."""
+        import torch
+
+        lam, partners = mixup_draw(self.seed, step, rows, self.alpha)
+        self.lam, self.partners = lam, torch.tensor(partners)
+        return self
+
+    def mix(self, _module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """Forward pre-hook of the head: mixes its input during a training step only."""
+        if self.lam is None:
+            return None
+        x = args[0]
+        return (self.lam * x + (1 - self.lam) * x[self.partners.to(x.device)], *args[1:])
+
+
+@contextmanager
+def mixup_head(model: Any, mixup: Mixup | None) -> Iterator[None]:
+    """Mixup's hook on the model's classification head while the block runs."""
+    if mixup is None:
+        yield
+        return
+    head = getattr(model, "classifier", None) or getattr(model, "score", None)
+    if head is None:
+        raise ValueError(f"train.augment.mixup_alpha needs the classification head of "
+                         f"{type(model).__name__} (a 'classifier' or 'score' module); set it to 0")
+    handle = head.register_forward_pre_hook(mixup.mix)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def train_step(forward: Any, model: Any, batch: dict[str, Any], loss_fn: Any, optimizer: Any,
-               schedule: Any, budget: Budget) -> float:
-    """One optimiser step on a padded batch; returns its loss."""
+               schedule: Any, budget: Budget, mixup: Mixup | None = None) -> float:
+    """One optimiser step on a padded batch (mixed when ``mixup`` holds a draw); returns its
+    loss."""
     import torch
 
     inputs = {k: v.to(budget.device) for k, v in batch.items()}
     target = inputs.pop("labels")
     with torch.autocast(budget.device, torch.bfloat16, enabled=budget.bf16):
-        loss = loss_fn(forward(**inputs).logits.float(), target)
+        if mixup is None:
+            loss = loss_fn(forward(**inputs).logits.float(), target)
+        else:
+            logits = forward(**inputs).logits.float()
+            partner = target[mixup.partners.to(target.device)]
+            loss = mixup.lam * loss_fn(logits, target) + (1 - mixup.lam) * loss_fn(logits,
+                                                                                   partner)
+            mixup.lam = None  # validation in between steps sees the head unmixed
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
@@ -312,10 +381,15 @@ def recent_loss(losses: list[float]) -> float:
 
 
 def training_params(settings: TrainConfig, budget: Budget, *, steps: int, best_step: int,
-                    class_weighted: bool) -> dict[str, Any]:
+                    class_weighted: bool, augmented_rows: int = 0) -> dict[str, Any]:
     """The settings a run actually trained with (logged to MLflow and the model card)."""
     return {"model_path": settings.resolved_model_path(), "device": budget.device,
             "max_length": budget.max_length, "batch_size": budget.batch_size,
             "learning_rate": budget.learning_rate, "steps": steps, "epochs": settings.epochs,
             "seed": settings.seed, "bf16": budget.bf16, "fused_adamw": budget.fused_adamw,
-            "compile": budget.compile, "class_weights": class_weighted, "best_step": best_step}
+            "compile": budget.compile, "class_weights": class_weighted, "best_step": best_step,
+            "augment_upsample_to": settings.augment.upsample_to,
+            "augment_perturb": settings.augment.perturb,
+            "augment_perturb_rate": settings.augment.perturb_rate,
+            "augment_mixup_alpha": settings.augment.mixup_alpha,
+            "augmented_rows": augmented_rows}

