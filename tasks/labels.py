@@ -598,35 +598,41 @@ def lineage(flags: Any) -> dict[str, str]:
     return found
 
 
-def read_reviews(lake: Lake, drops: list[str], dedup: DedupResult,
-                 survivors: pd.DataFrame) -> pd.DataFrame:
-    """Every review row of the history (silver rows flagged ``human_review``, the duplicates
-    dedup logged included) with the surviving row it reviews (``target_*``): itself when it
-    survives, else the kept row of its duplicate cluster; no target when that is gone."""
+def read_review_rows(lake: Lake, drops: list[str]) -> pd.DataFrame:
+    """Every review row of the history: silver rows flagged ``human_review`` (by ingest), the
+    duplicates dedup logged included; reads only the columns a review needs."""
     parts = []
     for drop in drops:
         for path in lake.silver_files([drop]):
             rows = pq.read_table(path, columns=REVIEW_COLUMNS).to_pandas()
             marked = [f is not None and "human_review" in list(f) for f in rows["flags"]]
             parts.append(rows.loc[np.array(marked, dtype=bool)])
-    reviews = (pd.concat(parts, ignore_index=True) if parts
-               else pd.DataFrame(columns=REVIEW_COLUMNS))
+    return (pd.concat(parts, ignore_index=True) if parts
+            else pd.DataFrame(columns=REVIEW_COLUMNS))
+
+
+def locate_reviews(reviews: pd.DataFrame, dedup: DedupResult,
+                   survivors: pd.DataFrame) -> pd.DataFrame:
+    """The review rows with the surviving row each reviews (``target_*``): itself when it
+    survives, else the kept row of its duplicate cluster; none when that is gone."""
     if reviews.empty:
         return reviews.assign(survives=False, target_source=None, target_position=None,
-                              review_of=None, queue=None, annotated_at=None)
+                              target_drop=None, review_of=None, queue=None, annotated_at=None)
     log = pq.read_table(dedup.duplicates_path, columns=[*KEY, "duplicate_of"]).to_pandas()
     root_of = dict(zip(zip(log["source"], log["position"], strict=True), log["duplicate_of"],
                        strict=True))
-    alive = set(zip(survivors["source"], survivors["position"], strict=True))
+    where = dict(zip(zip(survivors["source"], survivors["position"], strict=True),
+                     survivors["drop"], strict=True))
     by_id = dict(zip(survivors["id"], zip(survivors["source"], survivors["position"],
                                           strict=True), strict=True))
     keys = list(zip(reviews["source"], reviews["position"], strict=True))
-    targets = [key if key in alive else by_id.get(root_of.get(key)) for key in keys]
+    targets = [key if key in where else by_id.get(root_of.get(key)) for key in keys]
     meta = [lineage(f) for f in reviews["flags"]]
     return reviews.assign(
-        survives=[key in alive for key in keys],
+        survives=[key in where for key in keys],
         target_source=[t[0] if t else None for t in targets],
         target_position=[t[1] if t else None for t in targets],
+        target_drop=[where[t] if t else None for t in targets],
         review_of=[m.get("review_of") for m in meta], queue=[m.get("queue") for m in meta],
         annotated_at=[m.get("annotated_at") for m in meta])
 
@@ -691,16 +697,17 @@ def reviews_digest(combined: pd.DataFrame, label_set: list[str], method: str) ->
 
 
 def review_consensus(lake: Lake, drops: list[str], removed: dict[str, pd.DataFrame],
-                     state: dict[str, Any], combined: pd.DataFrame, survivors: pd.DataFrame,
+                     state: dict[str, Any], combined: pd.DataFrame, texts: pd.DataFrame,
                      label_set: list[str], settings: LabelsConfig,
                      method: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Per reviewed row: the consensus label and quality; the consensus summary. Recomputed
+    """Per reviewed row (``texts``: the reviewed rows' text and label): the consensus label and
+    quality; the consensus summary. Recomputed
     only when the reviews change (else read from ``labels/_reviews.parquet``)."""
     digest = reviews_digest(combined, label_set, method)
     saved, path = state.get("reviews", {}), lake.labels / REVIEWS_FILE
     if saved.get("digest") == digest and path.is_file():
         return pd.read_parquet(path), saved
-    targets = combined.merge(survivors[[*KEY, "text", "label"]], on=KEY, how="left")
+    targets = combined.merge(texts[[*KEY, "text", "label"]], on=KEY, how="left")
     probabilities = (review_probabilities(lake, drops, removed, state, targets, label_set,
                                           settings) if method == "crowdlab" else None)
     result = crowd_consensus(targets["votes"].tolist(), targets["voters"].tolist(), label_set,
@@ -744,31 +751,39 @@ def apply_human_reviews(lake: Lake, drops: list[str], dedup: DedupResult,
                         removed: dict[str, pd.DataFrame], label_set: list[str],
                         settings: LabelsConfig, state: dict[str, Any],
                         method: str) -> tuple[HumanReviews, pd.DataFrame]:
-    """Set the human review columns of every drop's decisions from the review rows of the
-    history, rewriting (decisions and label quarantine) only drops where they changed."""
-    decided = {drop: pd.read_parquet(decisions_file(lake, drop)) for drop in drops}
-    survivors = pd.concat([read_survivors(lake, drop, removed.get(drop),
-                                          [*KEY, "id", "text", "label"]) for drop in drops]
-                          or [pd.DataFrame(columns=[*KEY, "id", "text", "label"])],
-                          ignore_index=True)
-    reviews = read_reviews(lake, drops, dedup, survivors)
+    """Set the human review columns of the decisions from the review rows of the history;
+    only drops holding a reviewed row (now or before) are read, and rewritten (decisions and
+    label quarantine) where their reviews changed."""
+    rows = read_review_rows(lake, drops)
+    before = [drop for drop in drops if state["drops"][drop]["actions"].get("human")]
+    if rows.empty and not before:
+        state.pop("reviews", None)
+        return HumanReviews(), locate_reviews(rows, dedup, rows)
+    survivors = pd.concat([pq.read_table(decisions_file(lake, drop), columns=[
+        *KEY, "id", "drop"]).to_pandas() for drop in drops], ignore_index=True)
+    reviews = locate_reviews(rows, dedup, survivors)
     combined = combine_reviews(reviews)
+    touched = sorted(set(before) | set(reviews["target_drop"].dropna()))
     if combined.empty:
         overrides = pd.DataFrame(columns=[*KEY, *HUMAN_COLUMNS]).astype({"position": "int64"})
         state.pop("reviews", None)
         summary: dict[str, Any] = {}
     else:
-        consensus, summary = review_consensus(lake, drops, removed, state, combined, survivors,
+        texts = pd.concat([read_survivors(lake, drop, removed.get(drop), [*KEY, "text", "label"])
+                           for drop in touched], ignore_index=True)
+        consensus, summary = review_consensus(lake, drops, removed, state, combined, texts,
                                               label_set, settings, method)
         overrides = human_overrides(reviews, consensus, combined)
-    for drop, decisions in decided.items():
+    decided = []
+    for drop in touched:
+        decisions = pd.read_parquet(decisions_file(lake, drop))
         updated = with_human(decisions, overrides)
         if human_signature(updated) != human_signature(decisions):
             text = read_survivors(lake, drop, removed.get(drop), [*KEY, "text"])
             write_drop_decisions(lake, drop, updated, dropped_rows(updated.merge(text, on=KEY)))
             state["drops"][drop] = drop_entry(lake, drop, updated, removed.get(drop))
-        decided[drop] = updated
-    return review_counts(pd.concat(decided.values(), ignore_index=True) if decided else None,
+        decided.append(updated)
+    return review_counts(pd.concat(decided, ignore_index=True) if decided else None,
                          reviews, summary), reviews
 
 

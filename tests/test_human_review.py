@@ -89,8 +89,24 @@ def test_review_drop_overrides_label_review_with_lineage(tmp_path: Path) -> None
     assert list(decisions.loc[kept, "reviewed_by"]) == sorted(people)
     assert decisions.loc[kept, "review_of"] == kept
 
-    # withdrawn: the review drop leaves the history, the label review's decisions return
+    # a night with nothing new: same snapshot, the consensus is not recomputed
+    again, snapshot_again, _, _ = run_night(landing, lake, ["day1", "day2-review"], [])
+    assert snapshot_again.digest == snapshot.digest and again.reviews == review.reviews
+
+    # a later review by the same annotators replaces their earlier votes on that row
+    write_drop(landing, "day3-review", [
+        {"text": by_id[kept]["text"], "annotator_labels": {a: truth[kept] for a in people},
+         "queue": "second-look", "annotated_at": "2026-11-30T08:00:00Z"}])
+    later, snapshot_later, _, _ = run_night(landing, lake, ["day1", "day2-review",
+                                                            "day3-review"], ["day3-review"])
+    row = pq.read_table(snapshot_later.data_path).to_pandas().set_index("id").loc[kept]
+    assert row["label"] == truth[kept] and "review_queue:second-look" in row["flags"]
+    assert later.reviews.rows_reviewed == 3 and later.reviews.relabelled == 1
+    assert later.reviews.review_rows == 4
+
+    # withdrawn: the review drops leave the history, the label review's decisions return
     shutil.rmtree(landing / "day2-review")
+    shutil.rmtree(landing / "day3-review")
     review3, snapshot3, dedup3, _ = run_night(landing, lake, ["day1"], [])
     assert review3.reviews.rows_reviewed == 0
     assert set(pq.read_table(lake.quarantine("day1", "labels")).to_pandas()["id"]) == dropped
