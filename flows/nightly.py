@@ -111,12 +111,14 @@ def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
     print(f"run {run_name}: {drops.describe()}")
     retract_drops(lake, drops.retracted)
     for drop in drops.to_ingest:
-        ingested = ingest_drop(lake, config.landing_path, drop, config.dask)
+        ingested = ingest_drop(lake, config.landing_path, drop, config.dask,
+                               config.annotators.vote_delimiter)
         clean_drop(lake, drop, config.label_set, config.filters)
         record_drop(lake, drop, drops.scans[drop], ingested.rows_read)
     drop_names, rows_read = ingested_history(lake)  # every drop so far, and rows read
     duplicates = deduplicate(lake, drop_names, config.dedup)
-    reviewed = review_labels(lake, drop_names, duplicates, config.labels, config.label_quality)
+    reviewed = review_labels(lake, drop_names, duplicates, config.labels, config.label_quality,
+                             config.annotators.consensus)
     curated = build_snapshot(lake, drop_names, duplicates, reviewed, config.split)
     leaks = check_leakage(lake, curated, config.evaluation.golden_path, config.label_set,
                           config.dedup)

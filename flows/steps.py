@@ -104,11 +104,13 @@ def retract_drops(lake: Lake, drops: list[str]) -> None:
 
 
 @task(name="ingest", task_run_name="ingest-{drop}", retries=1)
-def ingest_drop(lake: Lake, landing: str, drop: str, settings: DaskConfig) -> IngestResult:
+def ingest_drop(lake: Lake, landing: str, drop: str, settings: DaskConfig,
+                vote_delimiter: str = "auto") -> IngestResult:
     """Parse one drop into bronze rows and quarantine; stop if the reader lost rows."""
     with on_dask():
         ingested = ingest.ingest_drop(Path(landing), drop, lake,
-                                      txt_files_per_partition=settings.txt_files_per_partition)
+                                      txt_files_per_partition=settings.txt_files_per_partition,
+                                      vote_delimiter=vote_delimiter)
     quality.check_ingest_count(ingested)
     return ingested
 
@@ -136,9 +138,11 @@ def deduplicate(lake: Lake, drops: list[str], settings: DedupConfig) -> DedupRes
 
 @task(name="review-labels")
 def review_labels(lake: Lake, drops: list[str], duplicates: DedupResult, label_names: list[str],
-                  settings: LabelsConfig) -> LabelsResult:
-    """Annotator agreement and label-noise decisions for the rows that survive dedup."""
-    return labels.review_labels(lake, drops, duplicates, label_names, settings)
+                  settings: LabelsConfig, consensus: str = "crowdlab") -> LabelsResult:
+    """Annotator agreement, label-noise decisions and people's reviews for the rows that
+    survive dedup."""
+    return labels.review_labels(lake, drops, duplicates, label_names, settings,
+                                consensus=consensus)
 
 
 @task(name="build-snapshot")

@@ -3,10 +3,10 @@
 Text: HTML tags and entities removed, Unicode NFKC, whitespace collapsed. Labels: matched to the
 configured label set ignoring case, spaces, ``-``/``_``, and through ``label_aliases``; rows with
 annotator votes take the votes' consensus as their label. Rows with
-an unknown label or no text left after cleaning go to quarantine with the reason. The other rows
-then meet the heuristic filters (``finegate.core.filters``, ``filters`` config section): a rule
-set to ``drop`` quarantines the row as ``filter:<name>: <measured value>``, one set to ``flag``
-keeps it with the flag ``filter:<name>``.
+an unknown label, a vote outside the label set, or no text left after cleaning go to quarantine
+with the reason. The other rows then meet the heuristic filters (``finegate.core.filters``,
+``filters`` config section): a rule set to ``drop`` quarantines the row as
+``filter:<name>: <measured value>``, one set to ``flag`` keeps it with the flag ``filter:<name>``.
 """
 
 from __future__ import annotations
@@ -26,41 +26,54 @@ from finegate.core.schemas import SILVER_SCHEMA, write_parquet
 from finegate.core.text import consensus, label_key, label_lookup, normalise_text, text_hash
 
 
-def resolve_label(given: str | None, votes: list[str] | None,
-                  lookup: dict[str, str]) -> tuple[str | None, list[str] | None, list[str]]:
-    """Canonical label, canonical votes and flags of one row.
+def resolve_label(given: str | None, votes: list[str] | None, lookup: dict[str, str],
+                  voters: list[str] | None = None,
+                  ) -> tuple[str | None, list[str] | None, list[str], str | None]:
+    """Canonical label, canonical votes, flags and rejection reason (None) of one row.
 
-    With annotator votes, the label is their consensus (over votes in the label set), flagged
-    ``label_from_consensus`` when it overrides a different given label.
+    With annotator votes, the label is their consensus, flagged ``label_from_consensus`` when
+    it overrides a different given label. A vote outside the label set (after aliases) is an
+    error: the row is rejected with a reason naming the vote (and its annotator).
     """
-    label = None if given is None else lookup.get(label_key(given))
-    if votes is None:
-        return label, None, []
-    canonical = [lookup.get(label_key(v), v) for v in votes]
-    known = [v for v in canonical if v in lookup.values()]
-    if not known:
-        return label, canonical, []
-    agreed = consensus(known)
+    # a null label reads back from Parquet as NaN beside other labels
+    label = None if given is None or given != given else lookup.get(label_key(given))
+    if votes is None or not len(votes):
+        return label, None, [], None
+    canonical = [lookup.get(label_key(v)) for v in votes]
+    unknown = [(n, v) for n, (v, c) in enumerate(zip(votes, canonical, strict=True)) if c is None]
+    if unknown:
+        named = voters is not None and len(voters) == len(votes)
+        listed = ", ".join(f"{v!r} (by {voters[n] if named else f'annotator #{n + 1}'})"
+                           for n, v in unknown)
+        return label, list(votes), [], (
+            f"annotator vote{'s' if len(unknown) > 1 else ''} {listed} not in the label set or "
+            "label_aliases; fix the vote, add an alias, or set annotators.vote_delimiter if "
+            "votes were split wrongly")
+    agreed = consensus(canonical)
     overridden = label is not None and agreed != label
-    return agreed, canonical, (["label_from_consensus"] if overridden else [])
+    return agreed, canonical, (["label_from_consensus"] if overridden else []), None
 
 
 def clean_frame(frame: pd.DataFrame, lookup: dict[str, str]) -> pd.DataFrame:
     """Clean bronze rows; returns silver columns plus ``reason`` (set on rejected rows)."""
     out = frame.copy()
     out["text"] = [normalise_text(t) for t in out["text"]]
-    resolved = [resolve_label(label, None if votes is None else list(votes), lookup)
-                for label, votes in zip(frame["label"], frame["annotator_labels"], strict=True)]
-    out["label"] = [label for label, _, _ in resolved]
-    out["annotator_labels"] = [votes for _, votes, _ in resolved]
+    resolved = [resolve_label(label, None if votes is None else list(votes), lookup,
+                              None if ids is None else list(ids))
+                for label, votes, ids in zip(frame["label"], frame["annotator_labels"],
+                                             frame["annotator_ids"], strict=True)]
+    out["label"] = [label for label, _, _, _ in resolved]
+    out["annotator_labels"] = [votes for _, votes, _, _ in resolved]
     out["flags"] = [[*(f if f is not None else []), *extra]
-                    for f, (_, _, extra) in zip(frame["flags"], resolved, strict=True)]
+                    for f, (_, _, extra, _) in zip(frame["flags"], resolved, strict=True)]
     out["text_hash"] = [text_hash(t) for t in out["text"]]
     out["reason"] = None
     out.loc[out["label"].isna(), "reason"] = [
         f"unknown label {label!r}; not in the label set or label_aliases"
         for label in frame.loc[out["label"].isna(), "label"]
     ]
+    vote_reasons = pd.Series([reason for *_, reason in resolved], index=out.index)
+    out.loc[vote_reasons.notna(), "reason"] = vote_reasons[vote_reasons.notna()]
     out.loc[out["text"] == "", "reason"] = "empty text after cleaning"
     return out
 

@@ -109,22 +109,64 @@ def stable_id(given: Any, source_key: str, position: int, text: str) -> str:
     return digest[:16]
 
 
-def annotator_votes(value: Any) -> tuple[list[str] | None, list[str] | None]:
-    """Annotator labels and ids from ``{annotator: label}``, ``[label, ...]`` or ``a|b|c``.
+VOTE_DELIMITERS = "|;,/"  # recognised in a votes string when it uses exactly one of them
+# Keys that mark a row as a person's review (a review drop; see README "Human review drops").
+REVIEW_KEYS = ("review_of", "queue", "annotated_at")
+
+
+class VoteProblem(ValueError):
+    """Annotator votes that cannot be read unambiguously (the row is quarantined)."""
+
+
+def split_votes(value: str, delimiter: str = "auto") -> list[str]:
+    """Votes from a string: split on ``delimiter``, or with ``auto`` on the one of ``| ; , /``
+    it contains (none: one vote); a string mixing several is ambiguous (:class:`VoteProblem`)."""
+    if delimiter != "auto":
+        return value.split(delimiter)
+    found = [d for d in VOTE_DELIMITERS if d in value]
+    if len(found) > 1:
+        raise VoteProblem(f"votes {value!r} mix the delimiters {' '.join(found)}; set "
+                          "annotators.vote_delimiter to the one that separates votes")
+    return value.split(found[0]) if found else [value]
+
+
+def annotator_votes(value: Any, delimiter: str = "auto",
+                    ) -> tuple[list[str] | None, list[str] | None]:
+    """Annotator labels and ids from ``{annotator: label}``, ``[label, ...]`` or a delimited
+    string (``a|b|c``; see :func:`split_votes`).
 
     JSON text (as in CSV cells) is parsed first. Ids are None when annotators are anonymous.
     """
     if value is None or (isinstance(value, float) and pd.isna(value)) or value == "":
         return None, None
     if isinstance(value, str):
-        value = json.loads(value) if value.lstrip()[:1] in "[{" else value.split("|")
+        value = (json.loads(value) if value.lstrip()[:1] in "[{"
+                 else split_votes(value, delimiter))
     if isinstance(value, dict):
-        return [str(v).strip() for v in value.values()], [str(k) for k in value]
+        return [str(v).strip() for v in value.values()], [str(k).strip() for k in value]
+    if not isinstance(value, list | tuple):
+        raise VoteProblem(f"expected an object, a list or a delimited string, got "
+                          f"{type(value).__name__} {value!r}")
     return [str(v).strip() for v in value], None
 
 
+def review_flags(record: dict[str, Any], label: Any) -> list[str]:
+    """Flags that mark a person's review and keep its lineage (``human_review``,
+    ``review_of:<id>``, ``queue:<name>``, ``annotated_at:<time>``): for a row with votes that
+    carries a review key or no label of its own (a review drop row)."""
+    given = label is not None and str(label).strip()
+    if given and not any(key in record for key in REVIEW_KEYS):
+        return []
+    flags = ["human_review"]
+    for key in REVIEW_KEYS:
+        value = record.get(key)
+        if value is not None and str(value).strip():
+            flags.append(f"{key}:{str(value).strip()}")
+    return flags
+
+
 def _row(record: Any, *, drop: str, source: str, source_key: str, position: int,
-         raw: str, flags: list[str]) -> dict[str, Any]:
+         raw: str, flags: list[str], vote_delimiter: str = "auto") -> dict[str, Any]:
     """Turn one parsed record into a bronze row, or a quarantine row with its reason."""
     row = {"drop": drop, "source": source, "position": position, "raw": raw,
            "flags": list(flags), "annotator_labels": None, "annotator_ids": None, "reason": None}
@@ -137,14 +179,17 @@ def _row(record: Any, *, drop: str, source: str, source_key: str, position: int,
     row["label"] = None if label is None else str(label)
     try:
         row["annotator_labels"], row["annotator_ids"] = annotator_votes(
-            record.get("annotator_labels"))
+            record.get("annotator_labels"), vote_delimiter)
     except (ValueError, TypeError, AttributeError) as err:
         row["reason"] = f"annotator_labels unreadable: {err}"
+    if row["annotator_labels"]:
+        row["flags"] += review_flags(record, label)
     if text is None or (isinstance(text, str) and not text.strip()):
         row["reason"] = "missing text"
     elif not isinstance(text, str):
         row["reason"] = f"text is a {type(text).__name__}, expected a string"
-    elif (label is None or not str(label).strip()) and not row["annotator_labels"]:
+    elif (row["reason"] is None and (label is None or not str(label).strip())
+          and not row["annotator_labels"]):
         row["reason"] = "missing label"
     if row["label"] is not None and not row["label"].strip():
         row["label"] = None
@@ -197,7 +242,8 @@ def open_landing_file(path: Path, landing: Path) -> LandingFile:
     return LandingFile(suffix, text, tuple(flags))
 
 
-def read_file(path: Path, landing: Path, drop: str) -> tuple[list[dict[str, Any]], int]:
+def read_file(path: Path, landing: Path, drop: str, vote_delimiter: str = "auto",
+              ) -> tuple[list[dict[str, Any]], int]:
     """Rows parsed from one landing file (good and quarantined), and the rows the file holds,
     counted without the parser (:func:`count_rows`): the two must agree."""
     source_key = path.relative_to(landing).as_posix()
@@ -206,7 +252,8 @@ def read_file(path: Path, landing: Path, drop: str) -> tuple[list[dict[str, Any]
         opened = open_landing_file(path, landing)
     except FileProblem as problem:
         return [_file_problem(problem.reason, drop=drop, source=source, raw=problem.raw)], 1
-    common = {"drop": drop, "source": source, "source_key": source_key}
+    common = {"drop": drop, "source": source, "source_key": source_key,
+              "vote_delimiter": vote_delimiter}
     flags = list(opened.flags)
     if opened.suffix == ".parquet":
         rows = [_row(rec, position=i, raw=json.dumps(rec, default=str), flags=[], **common)
@@ -221,9 +268,10 @@ def read_file(path: Path, landing: Path, drop: str) -> tuple[list[dict[str, Any]
     return rows, count_rows(opened)
 
 
-def parse_file(path: Path, landing: Path, drop: str) -> list[dict[str, Any]]:
+def parse_file(path: Path, landing: Path, drop: str, vote_delimiter: str = "auto",
+               ) -> list[dict[str, Any]]:
     """Parse one landing file into rows (good and quarantined)."""
-    return read_file(path, landing, drop)[0]
+    return read_file(path, landing, drop, vote_delimiter)[0]
 
 
 def count_rows(opened: LandingFile) -> int:
@@ -356,11 +404,11 @@ def plan_partitions(files: list[Path], txt_files_per_partition: int) -> list[lis
 
 
 def _ingest_partition(paths: list[str], landing: str, drop: str, bronze: str, quarantine: str,
-                      name: str) -> tuple[int, int, int, list[str]]:
+                      name: str, vote_delimiter: str) -> tuple[int, int, int, list[str]]:
     rows: list[dict[str, Any]] = []
     counted, miscounted = 0, []
     for path in paths:
-        parsed, count = read_file(Path(path), Path(landing), drop)
+        parsed, count = read_file(Path(path), Path(landing), drop, vote_delimiter)
         if len(parsed) != count:
             miscounted.append(f"{Path(path).relative_to(landing).as_posix()} holds {count} "
                               f"row(s), the reader returned {len(parsed)}")
@@ -374,9 +422,10 @@ def _ingest_partition(paths: list[str], landing: str, drop: str, bronze: str, qu
 
 
 def ingest_drop(landing: Path, drop: str, lake: Lake, *, txt_files_per_partition: int = 128,
-                ) -> IngestResult:
+                vote_delimiter: str = "auto") -> IngestResult:
     """Parse one drop in parallel partitions (on the current Dask client); write bronze and
-    ingest quarantine Parquet. ``rows_read`` is counted from the files, not from the parser;
+    ingest quarantine Parquet (``vote_delimiter`` splits votes given as a string).
+    ``rows_read`` is counted from the files, not from the parser;
     files where the two disagree are listed in ``miscounted``."""
     import dask
 
@@ -385,7 +434,7 @@ def ingest_drop(landing: Path, drop: str, lake: Lake, *, txt_files_per_partition
     with lake.staged(lake.bronze(drop), lake.quarantine(drop, "ingest")) as (bronze, quarantine):
         counts = dask.compute(*[
             dask.delayed(_ingest_partition)(paths, str(landing), drop, str(bronze),
-                                            str(quarantine), f"part-{i:05d}")
+                                            str(quarantine), f"part-{i:05d}", vote_delimiter)
             for i, paths in enumerate(partitions)])
     return IngestResult(drop=drop, bronze_path=str(lake.bronze(drop)),
                         quarantine_path=str(lake.quarantine(drop, "ingest")),

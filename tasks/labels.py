@@ -37,9 +37,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from finegate.core.config import LabelsConfig
+from finegate.core.consensus import crowd_consensus
 from finegate.core.lake import Lake, read_json, write_json
 from finegate.core.quarantine import reject, write_quarantine
-from finegate.core.results import Annotation, DedupResult, LabelsResult
+from finegate.core.results import Annotation, DedupResult, HumanReviews, LabelsResult
 from finegate.core.schemas import DECISIONS_SCHEMA, parquet_rows, write_parquet
 from finegate.core.text import consensus
 
@@ -48,7 +49,7 @@ MIN_ROWS_FOR_NOISE = 20
 # fitted out-of-fold together with a sample of the history instead.
 MIN_ROWS_HELD_OUT = 1_000
 STATE_FILE = "_state.json"  # a leading "_": Parquet readers of the folder skip it
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: decisions carry the human review columns
 # Settings that say when and on how much to fit, not what a decision is: changing them does
 # not invalidate earlier decisions.
 SCHEDULING_FIELDS = {"sample_rows", "joint_rows", "full_review_every", "drift_threshold"}
@@ -324,13 +325,13 @@ def drop_entry(lake: Lake, drop: str, decisions: pd.DataFrame,
     """The state of one reviewed drop: what it was reviewed against, and its counts."""
     return {"silver": silver_fingerprint(lake, drop), "removed": removed_digest(removed),
             "rows": len(decisions), "issues": int(decisions["is_label_issue"].sum()),
-            "actions": {a: int(n) for a, n in decisions["action"].value_counts().items()},
+            "actions": {a: int(n) for a, n in effective_action(decisions).value_counts().items()},
             "labels": {lab: int(n) for lab, n in decisions["label"].value_counts().items()}}
 
 
 def dropped_rows(decisions: pd.DataFrame) -> pd.DataFrame:
     """The decided rows (with their text) whose action is ``drop``, in the quarantine's shape."""
-    part = decisions.loc[decisions["action"] == "drop"]
+    part = decisions.loc[effective_action(decisions) == "drop"]
     reasons = [f"label issue: labelled {lab!r}, model suggests {sug!r} (label quality "
                f"{q:.3f}); policy drop" for lab, sug, q in
                zip(part["label"], part["suggested_label"], part["label_quality"], strict=True)]
@@ -463,6 +464,7 @@ def decide(rows: pd.DataFrame, issues: pd.DataFrame, settings: LabelsConfig) -> 
         is_label_issue=issues["is_label_issue"].astype(bool).to_numpy(),
         action=choose_actions(issues, rows["label"].tolist(), settings),
         agreement=row_agreement(rows["annotator_labels"]),
+        **{column: None for column in HUMAN_COLUMNS},
     )
 
 
@@ -552,31 +554,283 @@ def forget_unlisted(lake: Lake, drops: list[str], state: dict[str, Any]) -> None
     state["drops"] = {drop: entry for drop, entry in state["drops"].items() if drop in drops}
 
 
-def history_annotation(lake: Lake, drops: list[str],
-                       removed: dict[str, pd.DataFrame]) -> Annotation:
-    """Annotator agreement over the whole history, reading only the annotator columns."""
+def history_annotation(lake: Lake, drops: list[str], removed: dict[str, pd.DataFrame],
+                       reviews: pd.DataFrame | None = None) -> Annotation:
+    """Annotator agreement over the whole history, reading only the annotator columns; review
+    rows that dedup removed (their row survives elsewhere) count too."""
     parts = []
     for drop in drops:
         rows = read_survivors(lake, drop, removed.get(drop),
                               [*KEY, "annotator_labels", "annotator_ids"])
         rated = [v is not None and len(v) > 0 for v in rows["annotator_labels"]]
         parts.append(rows.loc[np.array(rated, dtype=bool)])
+    if reviews is not None and len(reviews):
+        parts.append(reviews.loc[~reviews["survives"], [*KEY, "annotator_labels",
+                                                         "annotator_ids"]])
     if not parts:
         return Annotation()
     rows = pd.concat(parts, ignore_index=True)
     return annotation_agreement(rows["annotator_labels"], rows["annotator_ids"])[1]
 
 
+# --- human reviews: a person's votes override the model's action -----------------------------
+
+HUMAN_COLUMNS = ["human_label", "consensus_quality", "reviewed_by", "review_queue",
+                 "annotated_at", "review_of"]
+REVIEW_COLUMNS = [*KEY, "id", "drop", "annotator_labels", "annotator_ids", "flags"]
+REVIEWS_FILE = "_reviews.parquet"  # the last consensus, reused while the reviews are unchanged
+
+
+def effective_action(decisions: pd.DataFrame) -> pd.Series:
+    """Each decision's action, ``human`` where a person's review decides the label."""
+    if "human_label" not in decisions:
+        return decisions["action"]
+    return decisions["action"].where(decisions["human_label"].isna(), "human")
+
+
+def lineage(flags: Any) -> dict[str, str]:
+    """``review_of``, ``queue`` and ``annotated_at`` from a review row's flags (ingest)."""
+    found = {}
+    for flag in flags if flags is not None else []:
+        key, _, value = str(flag).partition(":")
+        if key in ("review_of", "queue", "annotated_at") and value:
+            found[key] = value
+    return found
+
+
+def read_review_rows(lake: Lake, drops: list[str]) -> pd.DataFrame:
+    """Every review row of the history: silver rows flagged ``human_review`` (by ingest), the
+    duplicates dedup logged included; reads only the columns a review needs."""
+    parts = []
+    for drop in drops:
+        for path in lake.silver_files([drop]):
+            rows = pq.read_table(path, columns=REVIEW_COLUMNS).to_pandas()
+            marked = [f is not None and "human_review" in list(f) for f in rows["flags"]]
+            parts.append(rows.loc[np.array(marked, dtype=bool)])
+    return (pd.concat(parts, ignore_index=True) if parts
+            else pd.DataFrame(columns=REVIEW_COLUMNS))
+
+
+def locate_reviews(reviews: pd.DataFrame, dedup: DedupResult,
+                   survivors: pd.DataFrame) -> pd.DataFrame:
+    """The review rows with the surviving row each reviews (``target_*``): itself when it
+    survives, else the kept row of its duplicate cluster; none when that is gone."""
+    if reviews.empty:
+        return reviews.assign(survives=False, target_source=None, target_position=None,
+                              target_drop=None, review_of=None, queue=None, annotated_at=None)
+    log = pq.read_table(dedup.duplicates_path, columns=[*KEY, "duplicate_of"]).to_pandas()
+    root_of = dict(zip(zip(log["source"], log["position"], strict=True), log["duplicate_of"],
+                       strict=True))
+    where = dict(zip(zip(survivors["source"], survivors["position"], strict=True),
+                     survivors["drop"], strict=True))
+    by_id = dict(zip(survivors["id"], zip(survivors["source"], survivors["position"],
+                                          strict=True), strict=True))
+    keys = list(zip(reviews["source"], reviews["position"], strict=True))
+    targets = [key if key in where else by_id.get(root_of.get(key)) for key in keys]
+    meta = [lineage(f) for f in reviews["flags"]]
+    return reviews.assign(
+        survives=[key in where for key in keys],
+        target_source=[t[0] if t else None for t in targets],
+        target_position=[t[1] if t else None for t in targets],
+        target_drop=[where[t] if t else None for t in targets],
+        review_of=[m.get("review_of") for m in meta], queue=[m.get("queue") for m in meta],
+        annotated_at=[m.get("annotated_at") for m in meta])
+
+
+def combine_reviews(reviews: pd.DataFrame) -> pd.DataFrame:
+    """One row per reviewed target: the votes of every review of it, a later vote of the same
+    named annotator replacing an earlier one; lineage of the latest review, all names."""
+    columns = ["source", "position", "votes", "voters", "reviewed_by", "review_queue",
+               "annotated_at", "review_of"]
+    if reviews.empty:
+        return pd.DataFrame(columns=columns)
+    ordered = reviews.loc[reviews["target_source"].notna()].assign(
+        at=lambda f: f["annotated_at"].fillna("")).sort_values(["at", "drop", *KEY], kind="stable")
+    combined = []
+    for (source, position), group in ordered.groupby(["target_source", "target_position"],
+                                                     sort=True):
+        votes: dict[str, str] = {}
+        for n, (row_votes, row_ids) in enumerate(zip(group["annotator_labels"],
+                                                     group["annotator_ids"], strict=True)):
+            named = row_ids is not None and len(row_ids) == len(row_votes)
+            for k, vote in enumerate(row_votes):
+                votes[str(row_ids[k]) if named else f"#{n}.{k + 1}"] = vote
+        last = group.iloc[-1]
+        combined.append({
+            "source": source, "position": int(position), "votes": list(votes.values()),
+            "voters": list(votes), "reviewed_by": sorted(v for v in votes if v[:1] != "#"),
+            "review_queue": last["queue"], "annotated_at": last["annotated_at"],
+            "review_of": last["review_of"]})
+    return pd.DataFrame(combined, columns=columns)
+
+
+def review_probabilities(lake: Lake, drops: list[str], removed: dict[str, pd.DataFrame],
+                         state: dict[str, Any], targets: pd.DataFrame, label_set: list[str],
+                         settings: LabelsConfig) -> np.ndarray | None:
+    """Out-of-fold class probabilities of the reviewed rows (the label review's model, fitted
+    with a sample of at most ``joint_rows`` other rows); None when it cannot be fitted."""
+    sample = sample_history(lake, drops, removed, state, settings.joint_rows)
+    reviewed = pd.MultiIndex.from_frame(targets[KEY])
+    if len(sample):
+        sample = sample.loc[~pd.MultiIndex.from_frame(sample[KEY]).isin(reviewed)]
+    union = pd.concat([targets[[*KEY, "text", "label"]].assign(is_target=True),
+                       sample[[*KEY, "text", "label"]].assign(is_target=False)],
+                      ignore_index=True)
+    counts = Counter(union["label"])
+    folds = min(settings.folds, min(counts.values()))
+    if len(union) < MIN_ROWS_FOR_NOISE or len(counts) < 2 or folds < 2:
+        return None
+    try:
+        probabilities = out_of_fold_probabilities(
+            union["text"].tolist(), label_codes(union["label"].tolist(), label_set),
+            len(label_set), folds)
+    except ValueError:  # e.g. no word occurs twice
+        return None
+    return probabilities[union["is_target"].to_numpy()]
+
+
+def reviews_digest(combined: pd.DataFrame, label_set: list[str], method: str) -> str:
+    """What decides the consensus of the reviews: their votes, the label set, the method."""
+    payload = [combined[["source", "position", "votes", "voters"]].to_numpy().tolist(),
+               list(label_set), method]
+    return hashlib.sha256(json.dumps(payload, default=list).encode()).hexdigest()[:16]
+
+
+def review_consensus(lake: Lake, drops: list[str], removed: dict[str, pd.DataFrame],
+                     state: dict[str, Any], combined: pd.DataFrame, texts: pd.DataFrame,
+                     label_set: list[str], settings: LabelsConfig,
+                     method: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per reviewed row (``texts``: the reviewed rows' text and label): the consensus label and
+    quality; the consensus summary. Recomputed
+    only when the reviews change (else read from ``labels/_reviews.parquet``)."""
+    digest = reviews_digest(combined, label_set, method)
+    saved, path = state.get("reviews", {}), lake.labels / REVIEWS_FILE
+    if saved.get("digest") == digest and path.is_file():
+        return pd.read_parquet(path), saved
+    targets = combined.merge(texts[[*KEY, "text", "label"]], on=KEY, how="left")
+    probabilities = (review_probabilities(lake, drops, removed, state, targets, label_set,
+                                          settings) if method == "crowdlab" else None)
+    result = crowd_consensus(targets["votes"].tolist(), targets["voters"].tolist(), label_set,
+                             probabilities)
+    consensus = combined[KEY].assign(human_label=result.rows["label"].to_numpy(),
+                                     consensus_quality=result.rows["quality"].astype(float))
+    summary = {"digest": digest, "method": result.method if method == "crowdlab"
+               else "majority vote (annotators.consensus: majority)",
+               "annotator_quality": result.annotator_quality}
+    lake.labels.mkdir(parents=True, exist_ok=True)
+    consensus.to_parquet(path, index=False)
+    state["reviews"] = summary
+    return consensus, summary
+
+
+def human_overrides(reviews: pd.DataFrame, consensus: pd.DataFrame,
+                    combined: pd.DataFrame) -> pd.DataFrame:
+    """Per reviewed surviving row (``source``, ``position``): the human review columns."""
+    return combined.merge(consensus, on=KEY)[[*KEY, *HUMAN_COLUMNS]]
+
+
+def with_human(decisions: pd.DataFrame, overrides: pd.DataFrame) -> pd.DataFrame:
+    """``decisions`` with the human review columns set from ``overrides`` (null elsewhere)."""
+    merged = decisions.drop(columns=[c for c in HUMAN_COLUMNS if c in decisions]).merge(
+        overrides, on=KEY, how="left")
+    return merged.astype({c: object for c in HUMAN_COLUMNS if c != "consensus_quality"})
+
+
+def human_signature(frame: pd.DataFrame) -> list[Any]:
+    """The human review columns of decisions, comparable between two versions."""
+    if "human_label" not in frame:
+        return [None] * len(frame)
+    ordered = frame.sort_values(KEY)
+    return [json.dumps([None if v is None or (isinstance(v, float) and np.isnan(v)) else
+                        (list(v) if isinstance(v, np.ndarray | list) else v)
+                        for v in row], default=str)
+            for row in ordered[HUMAN_COLUMNS].itertuples(index=False)]
+
+
+def apply_human_reviews(lake: Lake, drops: list[str], dedup: DedupResult,
+                        removed: dict[str, pd.DataFrame], label_set: list[str],
+                        settings: LabelsConfig, state: dict[str, Any],
+                        method: str) -> tuple[HumanReviews, pd.DataFrame]:
+    """Set the human review columns of the decisions from the review rows of the history;
+    only drops holding a reviewed row (now or before) are read, and rewritten (decisions and
+    label quarantine) where their reviews changed."""
+    rows = read_review_rows(lake, drops)
+    before = [drop for drop in drops if state["drops"][drop]["actions"].get("human")]
+    if rows.empty and not before:
+        state.pop("reviews", None)
+        return HumanReviews(), locate_reviews(rows, dedup, rows)
+    survivors = pd.concat([pq.read_table(decisions_file(lake, drop), columns=[
+        *KEY, "id", "drop"]).to_pandas() for drop in drops], ignore_index=True)
+    reviews = locate_reviews(rows, dedup, survivors)
+    combined = combine_reviews(reviews)
+    touched = sorted(set(before) | set(reviews["target_drop"].dropna()))
+    if combined.empty:
+        overrides = pd.DataFrame(columns=[*KEY, *HUMAN_COLUMNS]).astype({"position": "int64"})
+        state.pop("reviews", None)
+        summary: dict[str, Any] = {}
+    else:
+        texts = pd.concat([read_survivors(lake, drop, removed.get(drop), [*KEY, "text", "label"])
+                           for drop in touched], ignore_index=True)
+        consensus, summary = review_consensus(lake, drops, removed, state, combined, texts,
+                                              label_set, settings, method)
+        overrides = human_overrides(reviews, consensus, combined)
+    decided = []
+    for drop in touched:
+        decisions = pd.read_parquet(decisions_file(lake, drop))
+        updated = with_human(decisions, overrides)
+        if human_signature(updated) != human_signature(decisions):
+            text = read_survivors(lake, drop, removed.get(drop), [*KEY, "text"])
+            write_drop_decisions(lake, drop, updated, dropped_rows(updated.merge(text, on=KEY)))
+            state["drops"][drop] = drop_entry(lake, drop, updated, removed.get(drop))
+        decided.append(updated)
+    return review_counts(pd.concat(decided, ignore_index=True) if decided else None,
+                         reviews, summary), reviews
+
+
+def review_counts(decisions: pd.DataFrame | None, reviews: pd.DataFrame,
+                  summary: dict[str, Any]) -> HumanReviews:
+    """The human review figures of the scorecard."""
+    unmatched = int(reviews["target_source"].isna().sum()) if len(reviews) else 0
+    if decisions is None or decisions["human_label"].isna().all():
+        return HumanReviews(review_rows=len(reviews), unmatched=unmatched)
+    human = decisions.loc[decisions["human_label"].notna()]
+    model_label = human["suggested_label"].where(human["action"] == "relabel", human["label"])
+    quality = human["consensus_quality"].dropna()
+    return HumanReviews(
+        review_rows=len(reviews), rows_reviewed=len(human),
+        relabelled=int((human["human_label"] != human["label"]).sum()),
+        restored=int(((human["action"] == "drop")).sum()),
+        overrode_model=int(((human["action"] == "drop")
+                            | (human["human_label"] != model_label)).sum()),
+        unmatched=unmatched,
+        consensus=summary.get("method", ""),
+        mean_consensus_quality=float(quality.mean()) if len(quality) else None,
+        annotator_quality=summary.get("annotator_quality", {}))
+
+
 def review_labels(lake: Lake, drops: list[str], dedup: DedupResult, label_set: list[str],
-                  settings: LabelsConfig) -> LabelsResult:
+                  settings: LabelsConfig, *, consensus: str = "crowdlab") -> LabelsResult:
     """Decide keep/flag/relabel/drop for every surviving row of the history, scoring only new
-    or re-ingested drops unless a full review is due; quarantine dropped rows with the reason."""
+    or re-ingested drops unless a full review is due; quarantine dropped rows with the reason.
+    People's reviews (review drop rows) then override the decision of the row they review,
+    their votes combined by ``consensus`` (``crowdlab`` or ``majority``)."""
     removed = removed_by_drop(dedup)
+    state, note, scored = review_model(lake, drops, removed, label_set, settings)
+    reviews, review_rows = apply_human_reviews(lake, drops, dedup, removed, label_set, settings,
+                                               state, consensus)
+    write_json(lake.labels / STATE_FILE, state)
+    return summarize(lake, drops, removed, state, note, scored, reviews, review_rows)
+
+
+def review_model(lake: Lake, drops: list[str], removed: dict[str, pd.DataFrame],
+                 label_set: list[str], settings: LabelsConfig,
+                 ) -> tuple[dict[str, Any], str, list[str]]:
+    """The label review's decisions (the model's): the state, a note and the drops scored."""
     state = read_state(lake)
     if state is None or state["settings"] != settings_digest(settings, label_set):
         why = "no earlier review in this lake" if state is None else "the label settings changed"
         state = review_everything(lake, drops, removed, label_set, settings, why)
-        return summarize(lake, drops, removed, state, state["note"], scored=drops)
+        return state, state["note"], drops
     plan = refresh_drops(lake, plan_drops(lake, drops, removed, state), removed, state)
     if not plan.pending:
         note = f"no new rows: decisions carried over (last review: {state['note']})"
@@ -586,16 +840,17 @@ def review_labels(lake: Lake, drops: list[str], dedup: DedupResult, label_set: l
         why = full_review_reason(plan, state, new_labels, settings)
         if why:
             state = review_everything(lake, drops, removed, label_set, settings, why)
-            return summarize(lake, drops, removed, state, state["note"], scored=drops)
+            return state, state["note"], drops
         state = review_new_rows(lake, plan, removed, label_set, settings, state)
         note = state["note"]
     forget_unlisted(lake, drops, state)
-    write_json(lake.labels / STATE_FILE, state)
-    return summarize(lake, drops, removed, state, note, scored=plan.pending)
+    return state, note, plan.pending
 
 
 def summarize(lake: Lake, drops: list[str], removed: dict[str, pd.DataFrame],
-              state: dict[str, Any], note: str, scored: list[str]) -> LabelsResult:
+              state: dict[str, Any], note: str, scored: list[str],
+              reviews: HumanReviews | None = None,
+              review_rows: pd.DataFrame | None = None) -> LabelsResult:
     """The night's result: counts over the whole history (from the state), annotator agreement
     over the whole history, and how many rows the noise model judged tonight."""
     entries = [state["drops"][drop] for drop in drops]
@@ -605,5 +860,7 @@ def summarize(lake: Lake, drops: list[str], removed: dict[str, pd.DataFrame],
     return LabelsResult(
         decisions_path=str(lake.labels), rows=sum(e["rows"] for e in entries),
         noise_detection=note, issues=sum(e["issues"] for e in entries),
-        actions=dict(actions), annotation=history_annotation(lake, drops, removed),
-        rows_scored=sum(state["drops"][drop]["rows"] for drop in scored))
+        actions=dict(actions),
+        annotation=history_annotation(lake, drops, removed, review_rows),
+        rows_scored=sum(state["drops"][drop]["rows"] for drop in scored),
+        reviews=reviews or HumanReviews())

@@ -175,6 +175,10 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
         # None without annotator labels: no agreement was measured (the gate skips it)
         "annotation_consistency": review.annotation.unanimous_share,
         "annotation_alpha": review.annotation.krippendorff_alpha,
+        # people's reviews (review drops): rows they decide and relabel, consensus, annotators
+        "human_reviewed_rows": review.reviews.rows_reviewed,
+        "human_relabels": review.reviews.relabelled,
+        "human_review": asdict(review.reviews),
         "empty_ratio": float(reasons.isin(EMPTY_REASONS).sum()) / read,
         "missing_label_ratio": float(reasons.eq("missing label").sum()) / read,
         "quarantine_ratio": accounting.quarantined / read,

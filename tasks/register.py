@@ -162,6 +162,18 @@ def log_snapshot_input(snapshot: SnapshotResult) -> None:
                      tags={SNAPSHOT_TAG: snapshot.digest})
 
 
+def human_review_line(scorecard: dict[str, Any]) -> str:
+    """The model card's line on people's reviews (review drops), empty when there were none."""
+    review = scorecard.get("human_review") or {}
+    if not review.get("rows_reviewed"):
+        return ""
+    quality = review.get("mean_consensus_quality")
+    return (f"- human review: {review['rows_reviewed']} rows decided by people "
+            f"({review['relabelled']} relabelled, {review['restored']} restored after the label "
+            f"review dropped them); consensus: {review['consensus']}"
+            + (f", mean consensus quality {quality:.3f}" if quality is not None else "") + "\n")
+
+
 def model_card(model_name: str, labels: list[str], snapshot: SnapshotResult,
                scorecard: dict[str, Any], gate: dict[str, Any], trained: FinetuneResult,
                evaluation: EvaluationResult) -> str:
@@ -186,7 +198,7 @@ Sequence classifier over {", ".join(labels)}, fine-tuned by Finegate.
 - class balance {scorecard["class_balance"]:.3f}
 - duplicate ratio {scorecard["duplicate_ratio"]:.3f}, noise ratio {scorecard["noise_ratio"]:.3f}
 - quarantine ratio {scorecard["quarantine_ratio"]:.3f}
-
+{human_review_line(scorecard)}
 ## Quality gate
 - passed with {len(gate.get("warnings", []))} warning(s){warnings}
 

@@ -50,8 +50,9 @@ def row_digest(row_id: str, label: str, split: str, text: str, annotators: objec
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-SNAPSHOT_FORMAT = 3  # part of every partition's input key: a new format rewrites them all
-RowChanges = dict[tuple[str, int], tuple[str, str, bool]]
+SNAPSHOT_FORMAT = 4  # part of every partition's input key: a new format rewrites them all
+# (source, position) -> (action, new label, conflicting duplicate, human review lineage flags)
+RowChanges = dict[tuple[str, int], tuple[str, str, bool, tuple[str, ...]]]
 Assigned = dict[tuple[str, int], str]  # (source, position) -> split, planned over the snapshot
 PLANNED = ("stratified", "time")  # strategies that look at the whole snapshot
 
@@ -61,18 +62,40 @@ def row_changes(labels: LabelsResult, dedup: DedupResult) -> dict[str, RowChange
     duplicate cluster) for rows the label review did not just keep, or that head such a cluster.
     """
     decisions = pq.read_table(labels.decisions_path, columns=[
-        "source", "position", "drop", "action", "suggested_label"]).to_pandas()
-    changed = decisions.loc[decisions["action"] != "keep"]
+        "source", "position", "drop", "action", "suggested_label", *HUMAN_LINEAGE]).to_pandas()
+    human = decisions["human_label"].notna()
+    changed = decisions.loc[(decisions["action"] != "keep") | human]
     changes: dict[str, RowChanges] = defaultdict(dict)
-    for s, p, d, a, lab in zip(changed["source"], changed["position"], changed["drop"],
-                               changed["action"], changed["suggested_label"], strict=True):
-        changes[d][(s, p)] = (a, lab, False)
+    for row in changed.itertuples(index=False):
+        if pd.notna(row.human_label):  # a person's review beats the model's action
+            changes[row.drop][(row.source, row.position)] = (
+                "human", row.human_label, False, review_lineage(row))
+        else:
+            changes[row.drop][(row.source, row.position)] = (
+                row.action, row.suggested_label, False, ())
     conflicts = pq.read_table(dedup.conflicts_path, columns=["source", "position", "drop"])
     for s, p, d in zip(*(conflicts[c].to_pylist() for c in ("source", "position", "drop")),
                        strict=True):  # both flags when a row has both findings
-        action, suggested, _ = changes[d].get((s, p), ("keep", "", False))
-        changes[d][(s, p)] = (action, suggested, True)
+        action, suggested, _, review = changes[d].get((s, p), ("keep", "", False, ()))
+        changes[d][(s, p)] = (action, suggested, True, review)
     return changes
+
+
+HUMAN_LINEAGE = ["human_label", "reviewed_by", "review_queue", "annotated_at"]
+
+
+def review_lineage(row: Any) -> tuple[str, ...]:
+    """The flags that keep a human review's lineage on a curated row: who, from which queue,
+    when."""
+    names = list(row.reviewed_by) if row.reviewed_by is not None else []
+    flags = ["human_review"]
+    if names:
+        flags.append(f"reviewed_by:{'+'.join(names)}")
+    if row.review_queue:
+        flags.append(f"review_queue:{row.review_queue}")
+    if row.annotated_at:
+        flags.append(f"annotated_at:{row.annotated_at}")
+    return tuple(flags)
 
 
 def excluded_rows(lake: Lake, drops: list[str], dedup: DedupResult,
@@ -101,13 +124,19 @@ def partition_key(silver_file: str, index_file: str, excluded: set[tuple[str, in
 
 
 def apply_changes(frame: pd.DataFrame, changes: RowChanges) -> pd.DataFrame:
-    """Relabel and flag rows as the label review decided; ``drop`` rows are already excluded."""
+    """Relabel and flag rows as the label review (or a person's review) decided; ``drop`` rows
+    are already excluded."""
     labels, flags = [], []
     for key, label, row_flags in zip(zip(frame["source"], frame["position"], strict=True),
                                      frame["label"], frame["flags"], strict=True):
-        action, suggested, conflicting = changes.get(key, ("keep", "", False))
+        action, suggested, conflicting, review = changes.get(key, ("keep", "", False, ()))
         row_flags = list(row_flags) if row_flags is not None else []
-        if action == "relabel":
+        if action == "human":
+            row_flags += review
+            if suggested != label:
+                row_flags.append(f"human_relabelled_from:{label}")
+                label = suggested
+        elif action == "relabel":
             row_flags.append(f"relabelled_from:{label}")
             label = suggested
         elif action == "flag":
@@ -238,8 +267,8 @@ def split_rows_of(lake: Lake, drops: list[str], excluded: dict[str, set[tuple[st
                 "id", "label", "source", "position", "drop"]).to_pandas()
             keys = list(zip(frame["source"], frame["position"], strict=True))
             frame = frame.loc[[k not in excluded[drop] for k in keys]]
-            relabel = {k: new for k, (action, new, _) in changes[drop].items()
-                       if action == "relabel"}
+            relabel = {k: new for k, (action, new, *_) in changes[drop].items()
+                       if action in ("relabel", "human")}
             frame["label"] = [relabel.get(k, lab) for k, lab in zip(
                 zip(frame["source"], frame["position"], strict=True), frame["label"],
                 strict=True)]

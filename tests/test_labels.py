@@ -76,9 +76,9 @@ def test_consensus_and_label_resolution() -> None:
     assert consensus(["b", "a", "b"]) == "b"
     assert consensus(["b", "a"]) == "a"  # ties: alphabetical, deterministic
     assert resolve_label("tech", ["Sport", "sports", "tech"], lookup) == (
-        "sports", ["sports", "sports", "tech"], ["label_from_consensus"])
-    assert resolve_label(None, ["tech"], lookup) == ("tech", ["tech"], [])
-    assert resolve_label("tech", None, lookup) == ("tech", None, [])
+        "sports", ["sports", "sports", "tech"], ["label_from_consensus"], None)
+    assert resolve_label(None, ["tech"], lookup) == ("tech", ["tech"], [], None)
+    assert resolve_label("tech", None, lookup) == ("tech", None, [], None)
 
 
 def test_annotator_agreement_statistics() -> None:

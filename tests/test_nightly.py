@@ -362,3 +362,29 @@ def test_status_without_its_registry_still_shows_the_lake(nights: Nights, tmp_pa
     assert "Registry http://127.0.0.1:9: NOT READ (the registry is not reachable: nothing " \
            "answers at 127.0.0.1:9" in result.output
     assert result.output.count("passed") == 4 and "v3 (trained)" in result.output
+
+
+def test_a_review_drop_relabels_a_row_in_the_snapshot_scorecard_and_model_card(
+        small_config: Config, dirty_landing: Path) -> None:
+    """A review drop (issue #17 contract) lands beside the data: its consensus relabels the row
+    it reviews, with lineage, and the night's scorecard, MLflow metrics and model card say so."""
+    reviewed = topic_rows(30, seed=1, prefix="j")[5]  # a JSONL row of day2
+    other = next(label for label in small_config.labels if label != reviewed["label"])
+    (dirty_landing / "day3-review").mkdir()
+    (dirty_landing / "day3-review" / "review.jsonl").write_text(json.dumps({
+        "text": reviewed["text"], "annotator_labels": {"ann1": other, "ann2": other},
+        "review_of": reviewed["id"], "queue": "label-issues",
+        "annotated_at": "2026-11-29T09:00:00Z"}) + "\n")
+    result = run_nightly(small_config)
+    data = pq.read_table(result.snapshot.data_path).to_pandas().set_index("id")
+    assert data.loc[reviewed["id"], "label"] == other
+    assert {"human_review", "reviewed_by:ann1+ann2", "review_queue:label-issues",
+            f"human_relabelled_from:{reviewed['label']}"} <= set(data.loc[reviewed["id"],
+                                                                          "flags"])
+    card = json.loads(Path(result.scorecard_path).read_text())
+    assert card["human_reviewed_rows"] == 1 and card["human_relabels"] == 1
+    client = registry(small_config)
+    run = client.get_run(result.registered.run_id)
+    assert run.data.metrics["quality.human_relabels"] == 1
+    version = client.get_model_version(small_config.model_name, result.registered.version)
+    assert "human review: 1 rows decided by people (1 relabelled" in version.description

@@ -181,6 +181,17 @@ class LabelsConfig(Strict):
                                    "from its share in the history by more than this")
 
 
+class AnnotatorsConfig(Strict):
+    """How annotator votes are read and combined (see README "Human review drops")."""
+
+    # A votes string is split on this character; "auto" recognises | ; , / when the string
+    # uses exactly one of them (labels that contain one of these need an explicit delimiter).
+    vote_delimiter: str = Field(default="auto", pattern=r"^(auto|[^\w\s]|\t)$")
+    # crowdlab: cleanlab.multiannotator (CROWDLAB) consensus and annotator quality for reviewed
+    # rows, from the label review's model; majority: plain majority vote (ties alphabetical).
+    consensus: str = Field(default="crowdlab", pattern="^(crowdlab|majority)$")
+
+
 class EvaluationConfig(Strict):
     """The fixed golden set champion and challenger are compared on."""
 
@@ -353,6 +364,7 @@ class Config(Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     label_quality: LabelsConfig = Field(default_factory=LabelsConfig)
+    annotators: AnnotatorsConfig = Field(default_factory=AnnotatorsConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)

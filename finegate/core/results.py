@@ -71,6 +71,21 @@ class Annotation:
 
 
 @dataclass(frozen=True)
+class HumanReviews:
+    """People's reviews (rows of review drops) applied over the label review's decisions."""
+
+    review_rows: int = 0  # review rows read in the history (most are duplicates of their row)
+    rows_reviewed: int = 0  # surviving rows whose label a review decides
+    relabelled: int = 0  # reviewed rows whose label changed (from the given label)
+    restored: int = 0  # reviewed rows the label review would have dropped
+    overrode_model: int = 0  # reviewed rows where the person's label beats the model's action
+    unmatched: int = 0  # review rows whose reviewed row is no longer in the history
+    consensus: str = ""  # how the votes were combined (CROWDLAB or majority, and why)
+    mean_consensus_quality: float | None = None
+    annotator_quality: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class LabelsResult:
     """Label decisions on disk and the label-quality metrics for the scorecard."""
 
@@ -81,6 +96,7 @@ class LabelsResult:
     actions: dict[str, int]
     annotation: Annotation
     rows_scored: int = 0  # rows the noise model judged tonight (new rows only, unless full)
+    reviews: HumanReviews = field(default_factory=HumanReviews)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,10 @@ DECISIONS_SCHEMA = pa.schema([
     ("source", _TEXT), ("position", pa.int64()), ("id", _TEXT), ("drop", _TEXT),
     ("label", _TEXT), ("suggested_label", _TEXT), ("label_quality", pa.float64()),
     ("is_label_issue", pa.bool_()), ("action", _TEXT), ("agreement", pa.float64()),
+    # a person's review overrides ``action`` (see tasks/labels.py, human reviews): the
+    # consensus label of the review votes and its lineage; null on rows nobody reviewed
+    ("human_label", _TEXT), ("consensus_quality", pa.float64()), ("reviewed_by", _LIST),
+    ("review_queue", _TEXT), ("annotated_at", _TEXT), ("review_of", _TEXT),
 ])
 
 BRONZE_COLUMNS = BRONZE_SCHEMA.names
