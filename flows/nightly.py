@@ -37,6 +37,7 @@ from finegate.flows.steps import (
     build_snapshot,
     check_leakage,
     clean_drop,
+    cross_validate,
     deduplicate,
     evaluate_model,
     find_trained_model,
@@ -134,6 +135,9 @@ def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
         evaluation = evaluate_model(trained.model_dir, curated.data_path, run_dir,
                                     config.label_set, config.train, config.evaluation,
                                     leaks.leaked_golden)
+        if config.split.strategy == "kfold":  # mean and spread over the folds
+            cross_validate(curated, run_dir, config.label_set, config.train,
+                           config.evaluation, config.split.folds, evaluation)
         registered = register_model(config.registry, curated, scored, gate, trained, evaluation,
                                     config.train, lineage(config, run_name))
     if not registered.decided and registered.evaluation_report:  # new, or stopped before it

@@ -255,6 +255,37 @@ def evaluate_model(model_dir: str, data_path: str, run_dir: str, label_set: Labe
     return result
 
 
+@task(name="cross-validate")
+def cross_validate(curated: SnapshotResult, run_dir: str, label_set: LabelSet,
+                   train: TrainConfig, settings: EvaluationConfig, folds: int,
+                   final: EvaluationResult) -> str:
+    """Under kfold: one model per other fold (trained on the rest, scored on that fold) and the
+    registered model's own round (test = the last fold); mean and spread over the folds in
+    ``crossval.json``. The fold models are deleted once scored."""
+    import shutil
+
+    from finegate.core.lake import write_json
+    from finegate.core.splits import fold_summary, fold_view
+
+    rounds = []
+    for fold in range(folds - 1):
+        folder = Path(run_dir) / "crossval" / f"fold-{fold}"
+        view = fold_view(curated.data_path, folder, fold, folds)
+        trained = finetune.train(view, list(label_set.labels), train, folder / "model")
+        result = evaluate.evaluate_model(trained.model_dir, view, folder, label_set=label_set,
+                                         train=train,
+                                         evaluation=settings.model_copy(update={"golden_path": ""}))
+        rounds.append({"fold": fold, "accuracy": result.accuracy, "macro_f1": result.macro_f1,
+                       "rows": result.test_rows})
+        shutil.rmtree(folder / "model")
+    rounds.append({"fold": folds - 1, "accuracy": final.accuracy, "macro_f1": final.macro_f1,
+                   "rows": final.test_rows})
+    summary = fold_summary(rounds)
+    print(f"{folds}-fold cross-validation: macro-F1 {summary['macro_f1']['mean']:.3f} ± "
+          f"{summary['macro_f1']['std']:.3f}")
+    return str(write_json(Path(run_dir) / "crossval.json", summary))
+
+
 @task(name="register", retries=2, retry_delay_seconds=2)
 def register_model(registry: RegistrySettings, curated: SnapshotResult, scored: QualityResult,
                    gate: GateResult, trained: FinetuneResult, evaluation: EvaluationResult,

@@ -161,6 +161,18 @@ def freshness_parts(run_dir: str) -> list[str]:
             "<h3>Drift of the newest drop(s)</h3>", table(drift)]
 
 
+def crossval_parts(run_dir: str) -> list[str]:
+    """Under kfold: the score of every fold's model on its fold, mean and spread."""
+    path = Path(run_dir) / "crossval.json"
+    if not path.is_file():
+        return []
+    cv = read_json(path)
+    return [f"<h2>Cross-validation over {cv['folds']} folds: macro-F1 "
+            f"{cv['macro_f1']['mean']:.3f} ± {cv['macro_f1']['std']:.3f}, accuracy "
+            f"{cv['accuracy']['mean']:.3f} ± {cv['accuracy']['std']:.3f}</h2>",
+            table(cv["rounds"])]
+
+
 def render_report(run: ReportInputs, out: Path) -> Path:
     """Write the HTML report of a run from the paths and names in ``run``."""
     card = read_json(Path(run.scorecard_path))
@@ -202,6 +214,7 @@ def render_report(run: ReportInputs, out: Path) -> Path:
                                else "<span class='bad'>failed</span>") + "</h2>",
         f"<p>{esc(gate.get('reason', ''))}</p>", table(gate_rows),
         *leakage_parts(card, data), *freshness_parts(run.run_dir),
+        *crossval_parts(run.run_dir),
     ]
     for name, part in evaluation.items():
         if not isinstance(part, dict):

@@ -1,15 +1,21 @@
 """Snapshot: the curated dataset, named by the digest of its content.
 
-Writes ``curated/snapshots/<digest[:16]>/`` with ``data/`` (the curated rows with their stable
-split, relabels and flags of the label review applied; one file per silver partition),
-``duplicates/`` (the dedup log that run used) and ``manifest.json``.
+Writes ``curated/snapshots/<digest[:16]>/`` with ``data/`` (the curated rows with their split
+and, under kfold, fold; relabels and flags of the label review applied; one file per silver
+partition), ``duplicates/`` (the dedup log that run used) and ``manifest.json`` (with the split
+strategy, its shares and, under time, the test and validation drops).
+
+Splits follow ``split.strategy`` (:mod:`finegate.core.splits`): ``hash`` and ``kfold`` are
+decided per row from its split anchor on the workers; ``stratified`` and ``time`` are planned
+over every row's keys first (the plan's digest is part of each partition's key).
 
 A snapshot grows by appending: a partition whose inputs did not change since the previous
 snapshot (its silver file, the duplicates, label decisions and conflicts of its drop, the split
-shares) is hard-linked from it instead of rewritten; the manifest keeps each partition's input
-key, rows, rows per split and content sum. The digest is exact and reproducible: an
-order-independent sum (mod 2**256) of every row's SHA-256, so the same curated rows always give
-the same digest however they are partitioned, and an unchanged snapshot needs no retraining.
+settings and plan) is hard-linked from it instead of rewritten; the manifest keeps each
+partition's input key, rows, rows per split and content sum. The digest is exact and
+reproducible: an order-independent sum (mod 2**256) of every row's SHA-256, so the same
+curated rows always give the same digest however they are partitioned, and an unchanged
+snapshot needs no retraining.
 """
 
 from __future__ import annotations

@@ -160,3 +160,34 @@ def test_a_related_pair_never_straddles_train_and_test(tmp_path: Path, strategy:
     assert len(straddling) <= 0.1 * len(pairs)
     by_anchor = data.assign(anchor=data["id"].map(anchors(lake))).groupby("anchor")["split"]
     assert (by_anchor.nunique() == 1).all()  # rows with one anchor always share their split
+
+
+def test_kfold_cross_validation_scores_every_fold(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from finegate.core.config import EvaluationConfig, TrainConfig
+    from finegate.flows.steps import cross_validate
+    from finegate.tasks.evaluate import evaluate_model
+    from finegate.tasks.finetune import train
+    from finegate.tasks.report import crossval_parts
+    from tests.factories import LABEL_SET
+
+    landing, lake = tmp_path / "landing", Lake.at(tmp_path / "lake")
+    write_drop(landing, "n1", skewed_rows({"tech": 30, "sports": 30, "politics": 30}, 3, "k"))
+    _, dedup, review = curate(landing, lake, drops=("n1",))
+    snapshot = build_curated_snapshot(lake, ["n1"], dedup, review,
+                                      SplitConfig(strategy="kfold", folds=3))
+    settings = TrainConfig(model_path=str(tiny_model_dir), device="cpu", cpu_max_steps=1,
+                           cpu_max_length=16, cpu_batch_size=8)
+    run = tmp_path / "run"
+    model = train(snapshot.data_path, LABELS, settings, tmp_path / "model")
+    final = evaluate_model(model.model_dir, snapshot.data_path, run, label_set=LABEL_SET,
+                           train=settings, evaluation=EvaluationConfig())
+    path = cross_validate.fn(snapshot, str(run), LABEL_SET, settings, EvaluationConfig(), 3, final)
+    cv = read_json(Path(path))
+    folds = snapshot_frame(snapshot)["fold"].value_counts()
+    assert [r["fold"] for r in cv["rounds"]] == [0, 1, 2]
+    assert [r["rows"] for r in cv["rounds"]] == [folds[0], folds[1], folds[2]]  # each its fold
+    scores = [r["macro_f1"] for r in cv["rounds"]]
+    assert cv["macro_f1"]["mean"] == pytest.approx(sum(scores) / 3)
+    assert cv["macro_f1"]["std"] == pytest.approx(pd.Series(scores).std())
+    assert not any((run / "crossval").glob("*/model"))  # fold models are not kept
+    assert "Cross-validation over 3 folds" in "".join(crossval_parts(str(run)))

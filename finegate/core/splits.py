@@ -17,13 +17,15 @@ dedup stage relates it to), so related rows always share a split. Strategies
   rest train. Re-derived every night, so a row only moves forward (test, then validation or
   train as newer drops arrive), never from train into evaluation.
 - ``kfold``: every group's fold is ``floor(hash position * folds)``: stable and anchor-aware;
-  the last fold is test, the one before it validation, the others train.
+  the last fold is test, the one before it validation, the others train. Cross-validation
+  rounds (:func:`fold_view`) move the test fold; :func:`fold_summary` gives mean and spread.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 
@@ -129,3 +131,29 @@ def max_share_deviation(labels: pd.Series, splits: pd.Series, shares: SplitConfi
     return max((abs(share - configured[s])
                 for per_split in label_split_shares(labels, splits).values()
                 for s, share in per_split.items()), default=0.0)
+
+
+def fold_view(data_path: str, out: Path, fold: int, folds: int) -> str:
+    """One cross-validation round of a kfold snapshot, written to ``out/data``: fold ``fold``
+    is test, the fold before it validation, the others train (round ``folds-1`` is the
+    snapshot's own split)."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(data_path, columns=["id", "text", "label", "fold"]).to_pandas()
+    rows["split"] = [("test" if f == fold else "validation" if f == (fold - 1) % folds
+                      else "train") for f in rows["fold"]]
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    rows.to_parquet(out / "data" / "rows.parquet", index=False)
+    return str(out / "data")
+
+
+def fold_summary(rounds: list[dict[str, float]]) -> dict[str, object]:
+    """Mean and standard deviation of accuracy and macro-F1 over cross-validation rounds."""
+    import numpy as np
+
+    summary: dict[str, object] = {"folds": len(rounds), "rounds": rounds}
+    for metric in ("accuracy", "macro_f1"):
+        values = np.array([r[metric] for r in rounds], dtype=float)
+        summary[metric] = {"mean": float(values.mean()),
+                           "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    return summary
