@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # a first start of Prefect's temporary server on 2 cores can take longer than its 20 s default
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: install browser demo test lint mutate clean
+.PHONY: install browser demo stack test lint mutate clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,13 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(BIN)/finegate demo
+
+# The production stack of deploy/docker-compose.yml without Docker, as local processes on
+# loopback (deploy/stack.py): Postgres, Prefect server + process worker, MLflow, Dask scheduler +
+# 2 workers; deploys deploy/prefect.yaml, runs it once on the demo drops, keeps the UIs up until
+# Ctrl-C, then stops every process. Needs the PostgreSQL server binaries (initdb, postgres).
+stack: install
+	$(BIN)/python deploy/stack.py stack-workspace
 
 test: install browser
 	$(BIN)/python -m pytest
@@ -58,4 +65,4 @@ mutate: install
 	  grep ": survived" results.txt | sed 's/^/survived /' | head -200
 
 clean:
-	rm -rf demo-workspace .pytest_cache .mutate
+	rm -rf demo-workspace stack-workspace .pytest_cache .mutate
