@@ -64,9 +64,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def missing_binaries() -> list[str]:
-    """The PostgreSQL server binaries not on the PATH (the stack cannot start without them)."""
-    return [name for name in POSTGRES_BINARIES if shutil.which(name) is None]
+def postgres_binary(name: str) -> str | None:
+    """A PostgreSQL server binary: on the PATH, else where Debian's ``postgresql`` package puts
+    it (``/usr/lib/postgresql/<version>/bin``, which is not on the PATH)."""
+    found = shutil.which(name)
+    if found is None:
+        versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+                          key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0)
+        found = str(versions[-1]) if versions else None
+    return found
+
+
+def missing_requirements() -> list[str]:
+    """What this host lacks to run the stack: PostgreSQL server binaries, and as root the
+    ``postgres`` system user (Postgres refuses to run as root)."""
+    missing = [name for name in POSTGRES_BINARIES if postgres_binary(name) is None]
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            missing.append("the postgres system user (as root, Postgres runs as that user)")
+    return missing
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 180,
@@ -266,12 +284,12 @@ class Stack:
             for path in (self._pg_dir, self._pg_dir / "password"):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
         data = self._pg_dir / "data"
-        subprocess.run([shutil.which("initdb"), "-D", str(data), "-U", user, "-E", "UTF8",
+        subprocess.run([postgres_binary("initdb"), "-D", str(data), "-U", user, "-E", "UTF8",
                         "--auth=scram-sha-256", f"--pwfile={self._pg_dir / 'password'}",
                         "--no-sync"], check=True, capture_output=True, cwd="/",
                        **_as_user(run_as))
         port = self.port_map[POSTGRES_PORT]
-        process = self.spawn("postgres", [shutil.which("postgres"), "-D", str(data), "-p",
+        process = self.spawn("postgres", [postgres_binary("postgres"), "-D", str(data), "-p",
                                           str(port), "-h", LOOPBACK, "-k", str(self._pg_dir)],
                              user=run_as)
         import psycopg2
@@ -384,9 +402,9 @@ def main() -> None:
     once; the UIs stay up until Ctrl-C."""
     from finegate.demo import prepare_demo_landing
 
-    if missing := missing_binaries():
-        sys.exit(f"make stack needs the PostgreSQL server binaries on the PATH: missing "
-                 f"{', '.join(missing)} (Debian: apt-get install postgresql)")
+    if missing := missing_requirements():
+        sys.exit(f"make stack needs PostgreSQL's server: missing {', '.join(missing)} "
+                 "(Debian: apt-get install postgresql)")
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "stack-workspace")
     if (root / "lake").exists() and any((root / "lake").iterdir()):
         sys.exit(f"{root}/lake is not empty: remove {root} first (the stack's Postgres is new "

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from deploy.stack import Stack, missing_binaries
+from deploy.stack import Stack, missing_requirements
 from tests.factories import LABELS
 
 ARTIFACTS = Path(__file__).parent / "artifacts" / "stack"
@@ -32,9 +32,9 @@ BROWSER = [shutil.which("chromium") or "chromium", "--headless=new", "--no-sandb
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 pytestmark = pytest.mark.skipif(
-    bool(missing_binaries()),
-    reason=f"needs the PostgreSQL server binaries on the PATH (missing: "
-           f"{', '.join(missing_binaries())}; Debian: apt-get install postgresql)")
+    bool(missing_requirements()),
+    reason=f"needs PostgreSQL's server (missing: {', '.join(missing_requirements())}; "
+           "Debian: apt-get install postgresql, or `make test` as root installs it)")
 
 
 @dataclass
