@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # a first start of Prefect's temporary server on 2 cores can take longer than its 20 s default
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: install browser demo test lint mutate clean
+.PHONY: install browser postgres demo stack test lint mutate clean
 
 install: $(VENV)/.installed
 
@@ -27,7 +27,14 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/finegate demo
 
-test: install browser
+# The production stack of deploy/docker-compose.yml without Docker, as local processes on
+# loopback (deploy/stack.py): Postgres, Prefect server + process worker, MLflow, Dask scheduler +
+# 2 workers; deploys deploy/prefect.yaml, runs it once on the demo drops, keeps the UIs up until
+# Ctrl-C, then stops every process. Needs the PostgreSQL server binaries (initdb, postgres).
+stack: install postgres
+	$(BIN)/python deploy/stack.py stack-workspace
+
+test: install browser postgres
 	$(BIN)/python -m pytest
 
 # The report is checked in a real headless Chromium (Debian's package), installed here when we
@@ -36,6 +43,14 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 	  >/dev/null; } || echo "chromium not installed: the report's browser test will be skipped"
+
+# The production-stack test (tests/test_stack.py) runs a real PostgreSQL server: Debian's
+# package, installed here like the browser (elsewhere that test is skipped, and says so).
+postgres:
+	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+	  || echo "PostgreSQL not installed: the production-stack test will be skipped"
 
 # ruff, and the import-linter contracts in pyproject.toml (layers; stages independent)
 lint: install
@@ -58,4 +73,4 @@ mutate: install
 	  grep ": survived" results.txt | sed 's/^/survived /' | head -200
 
 clean:
-	rm -rf demo-workspace .pytest_cache .mutate
+	rm -rf demo-workspace stack-workspace .pytest_cache .mutate

@@ -39,7 +39,9 @@ def test_compose_databases_and_urls_agree() -> None:
     created = set(re.findall(r"CREATE DATABASE (\w+);", (DEPLOY / "postgres-init.sql").read_text()))
     prefect_url = services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert prefect_url.startswith("postgresql+asyncpg://") and prefect_url.endswith("/prefect")
-    assert "postgresql://" in services["mlflow"]["command"]
+    # the driver the image installs (psycopg2-binary), named: SQLAlchemy 2.1's default driver
+    # for a bare postgresql:// is psycopg 3, which is not installed
+    assert "postgresql+psycopg2://" in services["mlflow"]["command"]
     assert {"prefect", "mlflow"} <= created
     worker_env = services["prefect-worker"]["environment"]
     assert worker_env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
@@ -80,3 +82,11 @@ def test_served_deployment_has_cron_timezone_and_concurrency_one(tmp_path: Path)
     assert schedule.schedule.timezone == "Europe/Paris"
     assert deployment.concurrency_limit == 1
     assert deployment.parameters == {}  # runs load their config (and secrets) themselves
+
+
+def test_prefect_yaml_names_the_installed_prefect_version() -> None:
+    import prefect
+
+    spec = yaml.safe_load((DEPLOY / "prefect.yaml").read_text())
+    assert spec["prefect-version"] == prefect.__version__, \
+        "deploy/prefect.yaml's prefect-version differs from the installed Prefect: update it"
