@@ -127,6 +127,7 @@ class Stack:
         self.extra_env = dict(env or {})
         self.processes: dict[str, subprocess.Popen] = {}
         self._pg_dir: Path | None = None
+        self.dask_dashboard = ""  # the scheduler's dashboard link, once it answers
         self.port_map = {port: (free_port() if ports == "free" else port)
                          for port in self._compose_ports()}
         self.path_map = self._path_map()
@@ -239,13 +240,12 @@ class Stack:
         return process
 
     def start(self) -> Stack:
-        """Start every service in the compose file's order and wait until each answers."""
+        """Start the services in the order of the compose file's ``depends_on`` (Postgres; the
+        servers, together; the Dask workers; the Prefect worker) and wait until each answers."""
         try:
             self._start_postgres()
             for name in ("prefect-server", "mlflow", "dask-scheduler"):
                 self.spawn(name, self.command(name), self.environment(name))
-            self._wait(f"{self.prefect_api}/health", "prefect-server")
-            self._wait(f"{self.mlflow_url}/health", "mlflow")
             wait_until(lambda: port_open(self.dask_scheduler), "dask scheduler", 120,
                        self.processes["dask-scheduler"], self.logs / "dask-scheduler.log")
             workers = [name for name, service in self.services.items()
@@ -253,6 +253,8 @@ class Stack:
                        and name != "prefect-worker"]
             for name in workers:
                 self.spawn(name, self.command(name), self.environment(name))
+            self._wait(f"{self.prefect_api}/health", "prefect-server")
+            self._wait(f"{self.mlflow_url}/health", "mlflow")
             self.config_path.write_text(yaml.safe_dump(self.flow_config(), sort_keys=False))
             self.spawn("prefect-worker", self.command("prefect-worker"),
                        self.environment("prefect-worker"))

@@ -182,17 +182,22 @@ class Browser:
         self.process = subprocess.Popen(
             [*BROWSER, "--remote-debugging-port=0", f"--user-data-dir={profile}",
              "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for line in self.process.stderr:
-            if match := re.search(r"DevTools listening on (ws://\S+)", line):
-                break
-        else:
-            raise RuntimeError("chromium did not open its DevTools port")
-        port = re.search(r":(\d+)/", match.group(1)).group(1)
-        [page] = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
-                  if t["type"] == "page"]
-        from websockets.sync.client import connect
+        try:
+            for line in self.process.stderr:
+                if match := re.search(r"DevTools listening on (ws://\S+)", line):
+                    break
+            else:
+                raise RuntimeError("chromium did not open its DevTools port")
+            port = re.search(r":(\d+)/", match.group(1)).group(1)
+            [page] = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+                      if t["type"] == "page"]
+            from websockets.sync.client import connect
 
-        self.socket = connect(page["webSocketDebuggerUrl"], max_size=None)
+            self.socket = connect(page["webSocketDebuggerUrl"], max_size=None)
+        except BaseException:
+            self.process.kill()
+            self.process.wait(timeout=20)
+            raise
         self.ids = 0
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
