@@ -221,3 +221,32 @@ class LeakageResult:
     golden_rows: int
     leaked_by_split: dict[str, int]
     leaked_golden: list[int]
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    """A review queue written to the lake: its files, and how many rows each source gave."""
+
+    name: str
+    folder: str
+    rows: int
+    candidates: int
+    by_source: dict[str, int]
+    model: str  # which model ranked the rows (the champion, or the TF-IDF stand-in and why)
+    model_version: str
+    tasks_path: str
+    label_config_path: str
+    jsonl_path: str
+    csv_path: str
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """Completed annotations written to the landing zone as a review drop."""
+
+    drop: str | None  # None: nothing new to write
+    path: str | None
+    rows: int
+    votes: int
+    annotators: list[str]
+    skipped: int  # tasks without a usable vote (cancelled, empty, or already pulled)
