@@ -268,10 +268,11 @@ def pull(config: Path | None = CONFIG_OPTION,
 
     settings = _load_config(config)
     try:
-        tasks = read_export(export) if export else export_annotations(settings.label_studio)
+        tasks, users = ((read_export(export), {}) if export
+                        else export_annotations(settings.label_studio))
     except ValueError as err:
         raise _fail(str(err), EXIT_CONFIG) from err
-    result = pull_annotations(tasks, settings.landing_path, Lake.at(settings.lake_path))
+    result = pull_annotations(tasks, settings.landing_path, Lake.at(settings.lake_path), users)
     if result.drop is None:
         typer.echo(f"no new annotations ({result.skipped} tasks without a new vote)")
         return

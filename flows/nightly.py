@@ -48,6 +48,7 @@ from finegate.flows.steps import (
     register_model,
     retract_drops,
     review_labels,
+    review_queue,
     run_gate,
     score_snapshot,
     train_model,
@@ -139,6 +140,9 @@ def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
                       config.evaluation.golden_path)
         registered = find_trained_model(config.registry, curated.digest, config.train.digest())
     accounting = recount(lake, rows_read, curated)
+    if config.queue.nightly:
+        review_queue(lake, config.labels, config.queue, config.registry, config.train,
+                     config.label_studio)
     page = write_report(inputs, registered.evaluation_report, f"{registered.tracking_uri} "
                         f"models:/{registered.model_name}/{registered.version}")
     result = NightlyResult(run_dir, drops.to_ingest, curated, scored.scorecard_path, gate,

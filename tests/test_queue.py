@@ -17,24 +17,7 @@ from finegate.core.lake import Lake
 from finegate.tasks.ingest import ingest_drop
 from finegate.tasks.pull import pull_annotations
 from finegate.tasks.queue import Scorer, allocate, build_queue
-from tests.factories import LABELS, curate, topic_rows
-
-
-def noisy_landing(landing: Path, flips: int = 6) -> list[str]:
-    """One JSONL drop of 90 topic rows, ``flips`` of them labelled with another topic, and
-    six rows with three named annotators who split 2:1; returns the flipped ids."""
-    rows = topic_rows(90, seed=5, prefix="r")
-    flipped = []
-    for row in rows[:flips]:
-        row["label"] = LABELS[(LABELS.index(row["label"]) + 1) % 3]
-        flipped.append(row["id"])
-    for n, row in enumerate(rows[-6:]):
-        other = LABELS[(LABELS.index(row["label"]) + 1) % 3]
-        row["annotator_labels"] = {"ann": row["label"], "bob": row["label"],
-                                   "cy": other if n % 2 else row["label"]}
-    (landing / "day1").mkdir(parents=True)
-    (landing / "day1" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return flipped
+from tests.factories import LABELS, curate, noisy_landing
 
 
 @pytest.fixture
@@ -180,3 +163,29 @@ def test_label_studio_key_comes_from_the_environment_only(tmp_path):
     config = load_config(yaml_file, env={"LABEL_STUDIO_API_KEY": "s3cret"})
     assert config.label_studio.api_key.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(config) and "s3cret" not in config.model_dump_json()
+
+
+def test_cli_queue_and_pull_from_an_export_file(reviewed_lake, tmp_path):
+    from typer.testing import CliRunner
+
+    from finegate.cli import app
+
+    lake, _ = reviewed_lake
+    config = tmp_path / "config.yaml"
+    config.write_text(f"landing_path: {tmp_path / 'landing'}\nlake_path: {lake.root}\n"
+                      f"labels: {LABELS}\nqueue: {{budget: 5}}\n")
+    queued = CliRunner().invoke(app, ["queue", "--config", str(config)])
+    assert queued.exit_code == 0, queued.output
+    assert "has no champion yet: scoring with the TF-IDF stand-in" in queued.output
+    tasks = json.loads(next((lake.root / "review" / "queues").glob("*/tasks.json")).read_text())
+    assert len(tasks) == 5
+    export = tmp_path / "export.json"  # what Label Studio's JSON export gives back
+    export.write_text(json.dumps([{**t, "id": n, "annotations": [vote(n, 7, "tech")]}
+                                  for n, t in enumerate(tasks)]))
+    pulled = CliRunner().invoke(app, ["pull", "--config", str(config), "--export", str(export)])
+    assert pulled.exit_code == 0, pulled.output
+    assert "5 rows, 5 votes by user-7" in pulled.output
+    empty = tmp_path / "empty-lake.yaml"
+    empty.write_text(f"landing_path: {tmp_path / 'landing'}\nlake_path: {tmp_path / 'none'}\n")
+    missing = CliRunner().invoke(app, ["queue", "--config", str(empty)])
+    assert missing.exit_code == 1 and "no snapshot yet" in missing.output

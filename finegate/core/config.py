@@ -161,6 +161,7 @@ class QueueConfig(Strict):
     """
 
     budget: int = Field(default=100, ge=1, description="rows per queue")
+    nightly: bool = Field(default=True, description="write (and push) a queue every night")
     label_issue_share: float = Field(default=0.4, ge=0)
     uncertainty_share: float = Field(default=0.2, ge=0)
     density_share: float = Field(default=0.3, ge=0)

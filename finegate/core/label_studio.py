@@ -9,6 +9,7 @@ imports it, only its SDK, and only inside the functions that reach the server.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -39,10 +40,13 @@ def task(row: dict[str, Any], model_version: str) -> dict[str, Any]:
     data = {"text": row["text"], "label": row["label"] or "", "row_id": row["id"],
             "queue": row["queue"], "reason": row["reason"], "priority": row["priority"],
             "status": row["status"], "drop": row["drop"]}
+    score = float(row["suggested_score"])
+    if not math.isfinite(score):  # no model scored the row: no suggestion to show
+        return {"data": data}
     choice = {"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices",
               "value": {"choices": [row["suggested_label"]]}}
     return {"data": data, "predictions": [{"model_version": model_version,
-                                           "score": round(float(row["suggested_score"]), 6),
+                                           "score": round(score, 6),
                                            "result": [choice]}]}
 
 
@@ -88,8 +92,10 @@ def push_tasks(settings: LabelStudioConfig, labels: list[str],
     return project.id, int(getattr(response, "task_count", None) or len(tasks))
 
 
-def export_annotations(settings: LabelStudioConfig) -> list[dict[str, Any]]:
-    """Every annotated task of the configured project, as Label Studio's JSON export."""
+def export_annotations(settings: LabelStudioConfig,
+                       ) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """Every annotated task of the configured project, as Label Studio's JSON export, and
+    each user's name by id (the export names annotators by id only)."""
     client = connect(settings)
     project = find_project(client, settings.project)
     if project is None:
@@ -97,7 +103,9 @@ def export_annotations(settings: LabelStudioConfig) -> list[dict[str, Any]]:
                          " push a queue first (finegate queue) or set label_studio.project")
     raw = b"".join(client.projects.exports.download_sync(project.id, export_type="JSON",
                                                          download_all_tasks=False))
-    return json.loads(raw)
+    users = {user.id: user.username or user.email or f"user-{user.id}"
+             for user in client.users.list()}
+    return json.loads(raw), users
 
 
 def read_export(path: str | Path) -> list[dict[str, Any]]:
