@@ -29,7 +29,8 @@ def resolve_label(given: str | None, votes: list[str] | None,
     With annotator votes, the label is their consensus (over votes in the label set), flagged
     ``label_from_consensus`` when it overrides a different given label.
     """
-    label = None if given is None else lookup.get(label_key(given))
+    # a missing label reads back as None or, in a pandas string column, as NaN
+    label = lookup.get(label_key(given)) if isinstance(given, str) else None
     if votes is None:
         return label, None, []
     canonical = [lookup.get(label_key(v), v) for v in votes]

@@ -14,10 +14,11 @@ import pytest
 from finegate.core import active
 from finegate.core.config import QueueConfig, load_config
 from finegate.core.lake import Lake
+from finegate.tasks.clean import clean_drop
 from finegate.tasks.ingest import ingest_drop
 from finegate.tasks.pull import pull_annotations
 from finegate.tasks.queue import Scorer, allocate, build_queue
-from tests.factories import LABELS, curate, noisy_landing
+from tests.factories import LABEL_SET, LABELS, curate, noisy_landing
 
 
 @pytest.fixture
@@ -152,6 +153,8 @@ def test_pull_writes_a_review_drop_with_named_votes(tmp_path):
     bronze = pq.read_table(lake.bronze(result.drop)).to_pandas()
     assert bronze["annotator_ids"].map(list).tolist() == [["ann@x.org", "bob"]]
     assert bronze["annotator_labels"].map(list).tolist() == [["sports", "sports"]]
+    clean_drop(result.drop, lake, LABEL_SET)  # votes without a label: their consensus
+    assert pq.read_table(lake.silver(result.drop)).to_pandas()["label"].tolist() == ["sports"]
 
 
 def test_label_studio_key_comes_from_the_environment_only(tmp_path):
