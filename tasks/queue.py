@@ -127,8 +127,8 @@ def source_rankings(rows: pd.DataFrame, probabilities: np.ndarray, scored: np.nd
                     settings: QueueConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """For each source: candidate row positions, best first, and their priority scores."""
     issues = np.flatnonzero(rows["is_label_issue"].to_numpy())
-    quality = rows["label_quality"].to_numpy(dtype=float)[issues]
-    order = issues[np.argsort(np.nan_to_num(quality, nan=1.0), kind="stable")]
+    badness = 1.0 - np.nan_to_num(rows["label_quality"].to_numpy(dtype=float), nan=1.0)
+    order = issues[np.argsort(-badness[issues], kind="stable")]
     uncertain = (active.margin_uncertainty(probabilities) if settings.uncertainty == "margin"
                  else active.entropy_uncertainty(probabilities))
     embeddings = active.tfidf_embeddings(rows["text"].iloc[scored].tolist())
@@ -139,8 +139,7 @@ def source_rankings(rows: pd.DataFrame, probabilities: np.ndarray, scored: np.nd
     split = split[np.argsort(-disputed[split], kind="stable")]
     by_uncertainty = active.top_rows(uncertain, len(scored))
     by_density = active.top_rows(weighted, len(scored))
-    return {"label_issue": (order, 1.0 - np.nan_to_num(rows["label_quality"].to_numpy(
-                dtype=float)[order], nan=1.0)),
+    return {"label_issue": (order, badness[order]),
             "uncertainty": (scored[by_uncertainty], uncertain[by_uncertainty]),
             "density": (scored[by_density], weighted[by_density]),
             "disagreement": (split, disputed[split])}
@@ -177,16 +176,23 @@ def reason(source: str, row: pd.Series, probabilities: np.ndarray | None,
         return (f"label issue (cleanlab): labelled {row['label']!r}, the label review suggests "
                 f"{row['suggested_label']!r} (label quality {row['label_quality']:.3f})")
     if source == "disagreement":
-        votes = dict(zip(row["annotator_ids"], row["annotator_labels"], strict=True)) if (
-            row["annotator_ids"] is not None and len(row["annotator_ids"])) else list(
-            row["annotator_labels"])
-        return f"annotators disagree: {votes} (disagreement {score:.2f})"
+        return f"annotators disagree: {votes_of(row)} (disagreement {score:.2f})"
     top = np.argsort(-probabilities)[:2]
     unsure = (f"model unsure between {labels[top[0]]!r} ({probabilities[top[0]]:.2f}) and "
               f"{labels[top[1]]!r} ({probabilities[top[1]]:.2f})")
     if source == "density":
         return f"{unsure} in a dense region of similar rows (density-weighted {score:.3f})"
     return f"{unsure} (uncertainty {score:.3f})"
+
+
+def votes_of(row: pd.Series) -> dict[str, str] | list[str]:
+    """A row's votes: ``{annotator: label}`` when named, else the list (empty without)."""
+    votes, ids = row["annotator_labels"], row["annotator_ids"]
+    if votes is None or not len(votes):
+        return []
+    if ids is not None and len(ids) == len(votes):
+        return dict(zip(ids, votes, strict=True))
+    return list(votes)
 
 
 def queue_rows(rows: pd.DataFrame, picked: list[tuple[int, str, float]],
@@ -207,10 +213,7 @@ def queue_rows(rows: pd.DataFrame, picked: list[tuple[int, str, float]],
             "priority": round(score, 6), "reason": reason(source, row, probs, labels, score),
             "status": row["status"], "drop": row["drop"], "source": row["source"],
             "position": int(row["position"]), "queue": name,
-            "annotator_labels": json.dumps(dict(zip(row["annotator_ids"], row[
-                "annotator_labels"], strict=True)) if row["annotator_ids"] is not None and len(
-                row["annotator_ids"]) else list(row["annotator_labels"]) if row[
-                "annotator_labels"] is not None else [])})
+            "annotator_labels": json.dumps(votes_of(row))})
     return pd.DataFrame.from_records(records)
 
 
