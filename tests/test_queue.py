@@ -166,6 +166,7 @@ def test_label_studio_key_comes_from_the_environment_only(tmp_path):
     config = load_config(yaml_file, env={"LABEL_STUDIO_API_KEY": "s3cret"})
     assert config.label_studio.api_key.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(config) and "s3cret" not in config.model_dump_json()
+    assert "api_key" not in config.model_dump()["label_studio"]  # a dumped config loads again
 
 
 def test_cli_queue_and_pull_from_an_export_file(reviewed_lake, tmp_path):

@@ -189,7 +189,9 @@ class LabelStudioConfig(Strict):
 
     url: str = Field(default="", description="e.g. http://localhost:8080; empty = no server")
     project: str = Field(default="finegate-review", description="project title (or id)")
-    api_key: SecretStr = Field(default=SecretStr(""), description="from LABEL_STUDIO_API_KEY")
+    # never written out either: a dumped config (model_dump, YAML) leaves the key behind
+    api_key: SecretStr = Field(default=SecretStr(""), exclude=True,
+                               description="from LABEL_STUDIO_API_KEY")
 
 
 class ScheduleConfig(Strict):
