@@ -43,6 +43,7 @@ from finegate.flows.steps import (
     ingest_drop,
     plan_drops,
     promote_model,
+    pull_reviews,
     record_drop,
     recount,
     register_model,
@@ -108,6 +109,8 @@ def nightly(config: Config | None = None) -> NightlyResult:
 def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
     """The DAG, stage by stage (inside the flow, with the Dask client set)."""
     run_name, run_dir = this_run(lake)
+    if config.label_studio.url:  # people's answers since last night arrive as a review drop
+        pull_reviews(config.landing_path, lake, config.label_studio)
     drops = plan_drops(config.landing_path, lake)
     print(f"run {run_name}: {drops.describe()}")
     retract_drops(lake, drops.retracted)

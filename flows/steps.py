@@ -50,6 +50,7 @@ from finegate.core.results import (
     LabelsResult,
     LeakageResult,
     PromotionDecision,
+    PullResult,
     QualityResult,
     QueueResult,
     RegisterResult,
@@ -66,6 +67,7 @@ from finegate.tasks import (
     leakage,
     ledger,
     promote,
+    pull,
     quality,
     queue,
     register,
@@ -323,3 +325,20 @@ def review_queue(lake: Lake, labels: list[str], settings: QueueConfig,
 def read_jsonl(path: str) -> list[dict[str, Any]]:
     """The rows of a JSONL file."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+@task(name="pull-reviews")
+def pull_reviews(landing: str, lake: Lake, studio: LabelStudioConfig) -> PullResult | None:
+    """Completed Label Studio annotations into the landing zone as a review drop, before the
+    run lists its drops (a server that does not answer is a warning: the night goes on)."""
+    from finegate.core.label_studio import export_annotations
+
+    try:
+        tasks, users = export_annotations(studio)
+    except Exception as err:  # noqa: BLE001 - the annotations wait for the next night
+        get_run_logger().warning("no annotations pulled from %s: %s", studio.url, err)
+        return None
+    result = pull.pull_annotations(tasks, landing, lake, users)
+    get_run_logger().info("review drop %s: %d rows, %d votes", result.drop, result.rows,
+                          result.votes)
+    return result
