@@ -32,7 +32,9 @@ test: install browser label-studio
 
 # The Label Studio server the review-loop test starts on loopback: a separate service in its own
 # virtual environment (its pins need not fit the project's); the project talks to it only
-# through label-studio-sdk and HTTP. tests/test_label_studio.py finds it at $(LS_VENV).
+# through label-studio-sdk and HTTP. tests/test_label_studio.py finds it at $(LS_VENV), and
+# copies the migrated empty database in $(LS_VENV)/template: a server on it starts in seconds
+# (migrating a fresh one takes minutes on 2 cores).
 LS_VENV ?= .ls-venv
 LABEL_STUDIO_VERSION ?= 1.23.2
 label-studio: $(LS_VENV)/.installed
@@ -41,7 +43,6 @@ $(LS_VENV)/.installed:
 	$(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
 	$(LS_VENV)/bin/python -m pip install -q label-studio==$(LABEL_STUDIO_VERSION)
-	# a migrated empty database the test copies: a server on it starts in seconds, not minutes
 	LATEST_VERSION_CHECK=false $(LS_VENV)/bin/label-studio version --data-dir $(LS_VENV)/template \
 	  >/dev/null
 	touch $@
