@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # a first start of Prefect's temporary server on 2 cores can take longer than its 20 s default
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: install browser postgres demo stack test lint mutate clean
+.PHONY: install browser postgres label-studio demo stack test lint mutate clean
 
 install: $(VENV)/.installed
 
@@ -34,8 +34,25 @@ demo: install
 stack: install postgres
 	$(BIN)/python deploy/stack.py stack-workspace
 
-test: install browser postgres
+test: install browser postgres label-studio
 	$(BIN)/python -m pytest
+
+# The Label Studio server the review-loop test starts on loopback: a separate service in its own
+# virtual environment (its pins need not fit the project's); the project talks to it only
+# through label-studio-sdk and HTTP. tests/test_label_studio.py finds it at $(LS_VENV), and
+# copies the migrated empty database in $(LS_VENV)/template: a server on it starts in seconds
+# (migrating a fresh one takes minutes on 2 cores).
+LS_VENV ?= .ls-venv
+LABEL_STUDIO_VERSION ?= 1.23.2
+label-studio: $(LS_VENV)/.installed
+
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LS_VENV)/bin/python -m pip install -q label-studio==$(LABEL_STUDIO_VERSION)
+	LATEST_VERSION_CHECK=false $(LS_VENV)/bin/label-studio version --data-dir $(LS_VENV)/template \
+	  >/dev/null
+	touch $@
 
 # The report is checked in a real headless Chromium (Debian's package), installed here when we
 # are root on a Debian-like machine (CI is); elsewhere that one test is skipped, and says so.

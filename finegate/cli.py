@@ -107,7 +107,7 @@ def _load_config(path: Path | None) -> Config:
 
     try:
         return load_config(path)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError, ValueError) as err:
         raise _fail(config_error_message(err, path), EXIT_CONFIG) from err
 
 
@@ -386,3 +386,61 @@ def demo(workspace: Path = WORKSPACE_OPTION) -> None:
     print_result(result, settings)
     typer.echo(f"  config   {config_path}  (rerun: .venv/bin/finegate run -c {config_path})")
     typer.echo(f"Demo finished in {time.perf_counter() - started:.0f} s.")
+
+
+@app.command()
+def queue(config: Path | None = CONFIG_OPTION,
+          budget: int | None = typer.Option(None, help="Rows to queue; default queue.budget."),
+          push: bool = typer.Option(True, help="Push to label_studio.url when configured."),
+          ) -> None:
+    """Build the review queue: label issues, uncertain, dense-and-uncertain and disputed rows,
+    as Label Studio tasks, JSONL and CSV; pushed to Label Studio when label_studio.url is set."""
+    from finegate.core.lake import Lake
+    from finegate.tasks.queue import build_queue, champion_scorer, push_queue
+
+    settings = _load_config(config)
+    queue_settings = settings.queue if budget is None else settings.queue.model_copy(
+        update={"budget": budget})
+    lake = Lake.at(settings.lake_path)
+    scorer, why = champion_scorer(settings.registry, settings.train)
+    typer.echo(f"scoring with {why}" if scorer.model_dir else
+               f"{why}: scoring with the TF-IDF stand-in")
+    try:
+        result = build_queue(lake, settings.labels, queue_settings, scorer)
+    except FileNotFoundError as err:
+        raise _fail(str(err), 1) from err
+    typer.echo(f"queue {result.name}: {result.rows} rows of {result.candidates} candidates "
+               f"({', '.join(f'{s} {n}' for s, n in result.by_source.items())})\n"
+               f"  ranked by   {result.model}\n  tasks       {result.tasks_path}\n"
+               f"  config      {result.label_config_path}\n  jsonl/csv   {result.jsonl_path}"
+               f", {result.csv_path}")
+    if push and settings.label_studio.url:
+        try:
+            project, imported = push_queue(lake, result, settings.labels, settings.label_studio)
+        except ValueError as err:
+            raise _fail(str(err), EXIT_CONFIG) from err
+        typer.echo(f"  pushed      {imported} tasks to {settings.label_studio.url} project "
+                   f"{project}")
+
+
+@app.command()
+def pull(config: Path | None = CONFIG_OPTION,
+         export: Path | None = typer.Option(None, help="A Label Studio JSON export file; "
+                                            "default: fetch from label_studio.url.")) -> None:
+    """Fetch completed annotations and write them to the landing zone as a review drop."""
+    from finegate.core.label_studio import export_annotations, read_export
+    from finegate.core.lake import Lake
+    from finegate.tasks.pull import pull_annotations
+
+    settings = _load_config(config)
+    try:
+        tasks, users = ((read_export(export), {}) if export
+                        else export_annotations(settings.label_studio))
+    except ValueError as err:
+        raise _fail(str(err), EXIT_CONFIG) from err
+    result = pull_annotations(tasks, settings.landing_path, Lake.at(settings.lake_path), users)
+    if result.drop is None:
+        typer.echo(f"no new annotations ({result.skipped} tasks without a new vote)")
+        return
+    typer.echo(f"review drop {result.path}: {result.rows} rows, {result.votes} votes by "
+               f"{', '.join(result.annotators)}; the next run ingests it")

@@ -44,11 +44,13 @@ from finegate.flows.steps import (
     ingest_drop,
     plan_drops,
     promote_model,
+    pull_reviews,
     record_drop,
     recount,
     register_model,
     retract_drops,
     review_labels,
+    review_queue,
     run_gate,
     score_snapshot,
     train_model,
@@ -108,6 +110,8 @@ def nightly(config: Config | None = None) -> NightlyResult:
 def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
     """The DAG, stage by stage (inside the flow, with the Dask client set)."""
     run_name, run_dir = this_run(lake)
+    if config.label_studio.url:  # people's answers since last night arrive as a review drop
+        pull_reviews(config.landing_path, lake, config.label_studio)
     drops = plan_drops(config.landing_path, lake)
     print(f"run {run_name}: {drops.describe()}")
     retract_drops(lake, drops.retracted)
@@ -146,6 +150,9 @@ def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
                       config.evaluation.golden_path)
         registered = find_trained_model(config.registry, curated.digest, config.train.digest())
     accounting = recount(lake, rows_read, curated)
+    if config.queue.nightly:
+        review_queue(lake, config.labels, config.queue, config.registry, config.train,
+                     config.label_studio)
     page = write_report(inputs, registered.evaluation_report, f"{registered.tracking_uri} "
                         f"models:/{registered.model_name}/{registered.version}")
     result = NightlyResult(run_dir, drops.to_ingest, curated, scored.scorecard_path, gate,

@@ -7,6 +7,7 @@ in parallel do so on the flow's Dask client (``on_dask``).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +31,9 @@ from finegate.core.config import (
     FiltersConfig,
     LabelsConfig,
     LabelSet,
+    LabelStudioConfig,
     PromotionConfig,
+    QueueConfig,
     RegistrySettings,
     SplitConfig,
     TrainConfig,
@@ -48,7 +51,9 @@ from finegate.core.results import (
     LabelsResult,
     LeakageResult,
     PromotionDecision,
+    PullResult,
     QualityResult,
+    QueueResult,
     RegisterResult,
     ReportInputs,
     SnapshotResult,
@@ -63,7 +68,9 @@ from finegate.tasks import (
     leakage,
     ledger,
     promote,
+    pull,
     quality,
+    queue,
     register,
     report,
     snapshot,
@@ -327,3 +334,48 @@ def write_report(inputs: ReportInputs, evaluation_path: str | None = None,
     create_link_artifact(key="finegate-report", link=path.as_uri(),
                          description="HTML quality report of this run")
     return str(path)
+
+
+@task(name="review-queue")
+def review_queue(lake: Lake, labels: list[str], settings: QueueConfig,
+                 registry: RegistrySettings, train: TrainConfig,
+                 studio: LabelStudioConfig) -> QueueResult:
+    """The rows most worth a person's time (a table artifact); pushed to Label Studio when
+    ``label_studio.url`` is set (a server that does not answer is a warning, not a failed run)."""
+    scorer, _ = queue.champion_scorer(registry, train)
+    result = queue.build_queue(lake, labels, settings, scorer)
+    rows = [{key: row[key] for key in ("rank", "id", "label", "suggested_label", "picked_by",
+                                       "reason")} for row in read_jsonl(result.jsonl_path)]
+    create_table_artifact(key="finegate-review-queue", table=rows,
+                          description=f"Review queue {result.name}: {result.rows} rows, "
+                          f"ranked by {result.model}; files in {result.folder}")
+    if studio.url:
+        try:
+            project, imported = queue.push_queue(lake, result, labels, studio)
+            get_run_logger().info("pushed %d tasks to Label Studio project %s", imported,
+                                  project)
+        except Exception as err:  # noqa: BLE001 - the queue's files are written either way
+            get_run_logger().warning("review queue not pushed to %s: %s", studio.url, err)
+    return result
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """The rows of a JSONL file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+@task(name="pull-reviews")
+def pull_reviews(landing: str, lake: Lake, studio: LabelStudioConfig) -> PullResult | None:
+    """Completed Label Studio annotations into the landing zone as a review drop, before the
+    run lists its drops (a server that does not answer is a warning: the night goes on)."""
+    from finegate.core.label_studio import export_annotations
+
+    try:
+        tasks, users = export_annotations(studio)
+    except Exception as err:  # noqa: BLE001 - the annotations wait for the next night
+        get_run_logger().warning("no annotations pulled from %s: %s", studio.url, err)
+        return None
+    result = pull.pull_annotations(tasks, landing, lake, users)
+    get_run_logger().info("review drop %s: %d rows, %d votes", result.drop, result.rows,
+                          result.votes)
+    return result

@@ -35,8 +35,8 @@ def resolve_label(given: str | None, votes: list[str] | None, lookup: dict[str, 
     it overrides a different given label. A vote outside the label set (after aliases) is an
     error: the row is rejected with a reason naming the vote (and its annotator).
     """
-    # a null label reads back from Parquet as NaN beside other labels
-    label = None if given is None or given != given else lookup.get(label_key(given))
+    # a missing label reads back as None or, in a pandas string column, as NaN (or NA)
+    label = lookup.get(label_key(given)) if isinstance(given, str) else None
     if votes is None or not len(votes):
         return label, None, [], None
     canonical = [lookup.get(label_key(v)) for v in votes]

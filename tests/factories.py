@@ -98,6 +98,23 @@ def write_dirty_landing(landing: Path, rows_per_format: int = 30) -> dict[str, i
     return {"day1": rows_per_format + 2, "day2": 3 * rows_per_format + 7}
 
 
+def noisy_landing(landing: Path, flips: int = 6) -> list[str]:
+    """One JSONL drop of 90 topic rows, ``flips`` of them labelled with another topic, and
+    six rows with three named annotators who split 2:1; returns the flipped ids."""
+    rows = topic_rows(90, seed=5, prefix="r")
+    flipped = []
+    for row in rows[:flips]:
+        row["label"] = LABELS[(LABELS.index(row["label"]) + 1) % 3]
+        flipped.append(row["id"])
+    for n, row in enumerate(rows[-6:]):
+        other = LABELS[(LABELS.index(row["label"]) + 1) % 3]
+        row["annotator_labels"] = {"ann": row["label"], "bob": row["label"],
+                                   "cy": other if n % 2 else row["label"]}
+    (landing / "day1").mkdir(parents=True)
+    (landing / "day1" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return flipped
+
+
 def perturb(text: str, rng: random.Random, share: float = 0.05) -> str:
     """Replace ``share`` of the words by a random word."""
     words = text.split()

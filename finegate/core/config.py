@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 ENV_PREFIX = "FINEGATE_"
+LABEL_STUDIO_KEY_ENV = "LABEL_STUDIO_API_KEY"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -212,6 +213,49 @@ class PromotionConfig(Strict):
     alpha: float = 0.05  # McNemar: "significantly worse" at this level blocks promotion
 
 
+class QueueConfig(Strict):
+    """The review queue (``finegate queue``): which rows a person should label next.
+
+    The budget is shared out by the ``*_share`` weights (normalised to 1; a source with too
+    few rows passes its places on to the next): cleanlab label issues, rows the champion is
+    least sure of, density-weighted uncertainty (uncertain rows in dense regions of the
+    embedding space) and rows whose annotators disagree.
+    """
+
+    budget: int = Field(default=100, ge=1, description="rows per queue")
+    nightly: bool = Field(default=True, description="write (and push) a queue every night")
+    label_issue_share: float = Field(default=0.4, ge=0)
+    uncertainty_share: float = Field(default=0.2, ge=0)
+    density_share: float = Field(default=0.3, ge=0)
+    disagreement_share: float = Field(default=0.1, ge=0)
+    uncertainty: str = Field(default="margin", pattern="^(margin|entropy)$")
+    neighbours: int = Field(default=10, ge=1, description="k of the k-NN density")
+    # The champion predicts ~50-100 texts/s on 2 CPU cores: a larger snapshot is scored on an
+    # evenly spaced sample of this many rows (label issues and disagreements are never sampled).
+    max_scored_rows: int = Field(default=20_000, ge=10)
+
+    @model_validator(mode="after")
+    def _some_share(self) -> QueueConfig:
+        if not (self.label_issue_share + self.uncertainty_share + self.density_share
+                + self.disagreement_share):
+            raise ValueError("queue: at least one *_share must be above 0")
+        return self
+
+
+class LabelStudioConfig(Strict):
+    """Where ``finegate queue`` pushes and ``finegate pull`` fetches (empty url: files only).
+
+    The API key comes from the environment variable ``LABEL_STUDIO_API_KEY`` only, never from
+    the YAML (a config file is shared and committed; a key is not).
+    """
+
+    url: str = Field(default="", description="e.g. http://localhost:8080; empty = no server")
+    project: str = Field(default="finegate-review", description="project title (or id)")
+    # never written out either: a dumped config (model_dump, YAML) leaves the key behind
+    api_key: SecretStr = Field(default=SecretStr(""), exclude=True,
+                               description="from LABEL_STUDIO_API_KEY")
+
+
 class ScheduleConfig(Strict):
     """When ``finegate serve`` (or the deployment in deploy/prefect.yaml) runs the flow."""
 
@@ -371,6 +415,8 @@ class Config(Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    label_studio: LabelStudioConfig = Field(default_factory=LabelStudioConfig)
 
     @field_validator("labels")
     @classmethod
@@ -440,6 +486,12 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and name != f"{ENV_PREFIX}CONFIG":
             _set_nested(data, name[len(ENV_PREFIX):].lower().split("__"), value)
+    studio = data.get("label_studio")
+    if isinstance(studio, dict) and "api_key" in studio:
+        raise ValueError("label_studio.api_key must not be set in the config; set the "
+                         "environment variable LABEL_STUDIO_API_KEY instead")
+    if env.get(LABEL_STUDIO_KEY_ENV):
+        data.setdefault("label_studio", {})["api_key"] = env[LABEL_STUDIO_KEY_ENV]
     return Config.model_validate(data)
 
 

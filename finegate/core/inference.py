@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -50,6 +51,36 @@ def predict(model_dir: str | Path, texts: list[str], max_length: int, device: st
             for row, label_id in zip(rows, ids, strict=True):
                 predicted[row] = model.config.id2label[label_id]
     return predicted
+
+
+def predict_probabilities(model_dir: str | Path, texts: list[str], labels: list[str],
+                          max_length: int, device: str, batch_size: int = 64,
+                          tokenizer_dir: str | Path | None = None) -> np.ndarray:
+    """Class probabilities ``(len(texts), len(labels))`` for ``texts`` with the model in
+    ``model_dir``; columns in the order of ``labels`` (a label the model lacks gets 0)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    probabilities = np.zeros((len(texts), len(labels)))
+    if not texts:
+        return probabilities
+    tokenizer, model = load_classifier(model_dir, device, tokenizer_dir)
+    column = {label: n for n, label in enumerate(labels)}
+    known = [(i, column[name]) for i, name in model.config.id2label.items() if name in column]
+    if not known:
+        raise ValueError(f"model {model_dir} predicts {sorted(model.config.id2label.values())}"
+                         f", none of the configured labels {labels}")
+    model_ids, columns = (list(v) for v in zip(*known, strict=True))
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), desc="score", unit="batch"):
+            rows = order[start:start + batch_size]
+            batch = tokenizer.pad({key: [values[i] for i in rows]
+                                   for key, values in encoded.items()}, return_tensors="pt")
+            soft = model(**batch.to(device)).logits.softmax(dim=-1).cpu().numpy()
+            probabilities[np.ix_(rows, columns)] = soft[:, model_ids]
+    return probabilities
 
 
 def read_split(data_path: str | Path, split: str) -> tuple[list[str], list[str]]:

@@ -243,3 +243,32 @@ class LeakageResult:
     cross_split_exact: int = 0
     cross_split_near: int = 0
     cross_split_by_splits: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    """A review queue written to the lake: its files, and how many rows each source gave."""
+
+    name: str
+    folder: str
+    rows: int
+    candidates: int
+    by_source: dict[str, int]
+    model: str  # which model ranked the rows (the champion, or the TF-IDF stand-in and why)
+    model_version: str
+    tasks_path: str
+    label_config_path: str
+    jsonl_path: str
+    csv_path: str
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """Completed annotations written to the landing zone as a review drop."""
+
+    drop: str | None  # None: nothing new to write
+    path: str | None
+    rows: int
+    votes: int
+    annotators: list[str]
+    skipped: int  # tasks without a usable vote (cancelled, empty, or already pulled)
