@@ -83,6 +83,8 @@ def apply_filters(cleaned: pd.DataFrame, raw_texts: pd.Series,
     """Run the heuristic filters on the rows not yet rejected: set ``reason`` on the dropped,
     add ``filter:<name>`` flags on the flagged. Lines come from the raw text (cleaning joins
     them), each line cleaned."""
+    if not settings.enabled:
+        return cleaned
     out = cleaned.copy()
     for i in out.index[out["reason"].isna()]:
         raw = raw_texts[i]
