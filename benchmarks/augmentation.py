@@ -169,11 +169,24 @@ def main() -> None:
             runs.append({"cell": name, "seed": seed, **result,
                          "seconds": round(time.perf_counter() - started, 1)})
             print(json.dumps(runs[-1]), flush=True)
+            report = write_report(args, snapshot, seeds, counts, runs)  # a stopped run keeps
+    print(f"| cell | macro-F1 | {args.rare} recall |\n| --- | --- | --- |")  # what it ran
+    for name in cells:
+        f1, rec = report["macro_f1"][name], report["rare_recall"][name]
+        print(f"| {name} | {f1['mean']:.3f} ± {f1['sd']:.3f} ({f1['min']:.3f}–{f1['max']:.3f}) "
+              f"| {rec['mean']:.3f} ± {rec['sd']:.3f} ({rec['min']:.3f}–{rec['max']:.3f}) |")
+
+
+def write_report(args: argparse.Namespace, snapshot: pd.DataFrame, seeds: list[int],
+                 counts: dict[str, int], runs: list[dict]) -> dict:
+    """The summary of the runs so far, written to the results file."""
+    cells = list(dict.fromkeys(r["cell"] for r in runs))
     split_rows = snapshot["split"].value_counts().to_dict()
     report = {
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
                    f"{platform.processor() or platform.platform()}",
         "model": args.model, "rare": args.rare, "share": args.share, "seeds": seeds,
+        "cells_run": cells,
         "split_rows": split_rows, "train_rows_after_cut_last_seed": counts,
         "finetune_budget": {"steps": args.steps, "batch_size": args.batch_size,
                             "max_length": args.max_length} if args.model == "finetune" else None,
@@ -183,11 +196,7 @@ def main() -> None:
     }
     out = Path(args.out or f"benchmarks/results/augmentation_{args.model}.json")
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"| cell | macro-F1 | {args.rare} recall |\n| --- | --- | --- |")
-    for name in cells:
-        f1, rec = report["macro_f1"][name], report["rare_recall"][name]
-        print(f"| {name} | {f1['mean']:.3f} ± {f1['sd']:.3f} ({f1['min']:.3f}–{f1['max']:.3f}) "
-              f"| {rec['mean']:.3f} ± {rec['sd']:.3f} ({rec['min']:.3f}–{rec['max']:.3f}) |")
+    return report
 
 
 if __name__ == "__main__":
