@@ -306,7 +306,9 @@ def print_status(state: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    # user data (labels, gate messages) is shown as written: no Rich markup or emoji codes
+    console = Console(width=None if sys.stdout.isatty() else 160, highlight=False,
+                      markup=False, emoji=False)
     shown = f"the last {len(state.nights)} of {state.runs_total}" \
         if state.runs_total > len(state.nights) else f"{state.runs_total}"
     console.print(f"Finegate status: lake {state.lake}, {shown} night(s), newest first")

@@ -278,11 +278,13 @@ def test_status_shows_a_night_still_running(tmp_path: Path) -> None:
 
     config = config_file(tmp_path, "")
     run = tmp_path / "lake" / "runs" / "20261129T020000Z-busy-night"
-    write_json(run / "gate.json", {"passed": True, "warnings": [], "failures": []})
+    write_json(run / "gate.json", {"passed": True, "failures": [],
+                                   "warnings": ["label [bold]x[/bold] :smile: is rare"]})
     (tmp_path / "lake" / ".lock").write_text(f"pid {os.getpid()} since 2026-11-29T02:00:00")
     result = CliRunner().invoke(app, ["status", "-c", str(config)])
     assert result.exit_code == 0, result.output
     assert "busy-night: running now (pid" in result.output
+    assert "warning: label [bold]x[/bold] :smile: is rare" in result.output  # shown as written
     assert "no MLflow database" in result.output  # and status did not create one
     assert not (tmp_path / "lake" / "mlflow.db").exists()
     (tmp_path / "lake" / ".lock").write_text("")  # the run ended without its report
