@@ -306,22 +306,27 @@ def print_status(state: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if sys.stdout.isatty() else 150, highlight=False)
+    # user data (labels, gate messages) is shown as written: no Rich markup or emoji codes
+    console = Console(width=None if sys.stdout.isatty() else 160, highlight=False,
+                      markup=False, emoji=False)
     shown = f"the last {len(state.nights)} of {state.runs_total}" \
         if state.runs_total > len(state.nights) else f"{state.runs_total}"
     console.print(f"Finegate status: lake {state.lake}, {shown} night(s), newest first")
-    if state.registry_error:
+    if state.registry_error and state.registry_error.startswith("no MLflow database"):
+        console.print(f"Registry {state.registry}: no model registered yet "
+                      f"({state.registry_error}).")
+    elif state.registry_error:
         console.print(f"Registry {state.registry}: NOT READ ({state.registry_error}); model "
                       "versions below are from the lake, promotion and champion unknown.")
     else:
         history = ", ".join(state.champion_history) or "none"
         console.print(f"Registry {state.registry}: champion {state.model_name} version "
                       f"{state.champion or 'none'} (champion history: {history})")
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for column in ("night (UTC)", "run", "drops", "read → curated", "gate", "snapshot",
                    "model", "champion", "promotion"):
-        table.add_column(column, no_wrap=column not in ("drops", "promotion"),
-                         overflow="fold")
+        table.add_column(column, no_wrap=True, overflow="ellipsis",
+                         max_width=30 if column == "drops" else None)
     notes = []
     for number, night in enumerate(state.nights):
         warnings = f" ({len(night.warnings)} warning{'s' if len(night.warnings) > 1 else ''})" \
@@ -340,7 +345,8 @@ def print_status(state: Any) -> None:
                       (night.snapshot or "?")[:12], model, champion, promotion)
         if night.gate == "failed":
             notes.append(f"{night.run}: gate failed: {night.gate_reason}")
-        notes += [f"{night.run}: warning: {w}" for w in night.warnings]
+        notes += [f"{night.run}: warning: {w if len(w) < 150 else w[:150].rstrip() + ' …'}"
+                  for w in night.warnings]
         if not night.finished and number == 0 and state.running:
             notes.append(f"{night.run}: running now ({state.running})")
         elif not night.finished:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from distributed import Client, LocalCluster
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
@@ -20,7 +21,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.runtime import flow_run
 from prefect.schedules import Cron
 
-from finegate.core.config import Config, DaskConfig, load_config
+from finegate.core.config import Config, DaskConfig, config_error_message, load_config
 from finegate.core.lake import Lake, lake_lock
 from finegate.core.landing import list_drops
 from finegate.core.results import (
@@ -96,7 +97,11 @@ def nightly(config: Config | None = None) -> NightlyResult:
     ``config`` defaults to :func:`load_config` (``FINEGATE_CONFIG`` + ``FINEGATE_*``), which is
     how deployments run it.
     """
-    config = config or load_config()
+    if config is None:
+        try:
+            config = load_config()
+        except (OSError, ValueError, yaml.YAMLError) as err:  # pydantic's errors are ValueErrors
+            raise PreflightError(config_error_message(err)) from err  # one paragraph in the log
     preflight(config)  # before the lock, the cluster or any stage: a broken suite fails now
     lake = Lake.at(config.lake_path)
     with lake_lock(lake), dask_cluster(config.dask) as client:

@@ -278,13 +278,28 @@ def test_status_shows_a_night_still_running(tmp_path: Path) -> None:
 
     config = config_file(tmp_path, "")
     run = tmp_path / "lake" / "runs" / "20261129T020000Z-busy-night"
-    write_json(run / "gate.json", {"passed": True, "warnings": [], "failures": []})
+    write_json(run / "gate.json", {"passed": True, "failures": [],
+                                   "warnings": ["label [bold]x[/bold] :smile: is rare"]})
     (tmp_path / "lake" / ".lock").write_text(f"pid {os.getpid()} since 2026-11-29T02:00:00")
     result = CliRunner().invoke(app, ["status", "-c", str(config)])
     assert result.exit_code == 0, result.output
     assert "busy-night: running now (pid" in result.output
+    assert "warning: label [bold]x[/bold] :smile: is rare" in result.output  # shown as written
     assert "no MLflow database" in result.output  # and status did not create one
     assert not (tmp_path / "lake" / "mlflow.db").exists()
     (tmp_path / "lake" / ".lock").write_text("")  # the run ended without its report
     result = CliRunner().invoke(app, ["status", "-c", str(config)])
     assert "busy-night: did not finish" in result.output
+
+
+def test_a_deployment_with_a_misspelt_key_fails_with_the_same_paragraph(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from finegate.flows import nightly
+
+    config = config_file(tmp_path, "train:\n  cpu_max_step: 10\n")
+    monkeypatch.setenv("FINEGATE_CONFIG", str(config))  # how a deployment's worker runs it
+    with pytest.raises(nightly.PreflightError) as stopped:
+        nightly.nightly.fn()
+    assert str(stopped.value).startswith(f"Finegate did not start: the configuration is not "
+                                         f"valid. {config}, line 4: train.cpu_max_step is not "
+                                         "a setting (did you mean train.cpu_max_steps?).")
