@@ -96,7 +96,9 @@ def suspicious_labels(decisions_path: str, data_path: str, limit: int = 20) -> l
     data = pq.read_table(data_path, columns=["id", "text"]).to_pandas()
     texts = dict(zip(data["id"], data["text"], strict=True))
     return [{"id": r.id, "label": r.label, "suggested": r.suggested_label,
-             "quality": float(r.label_quality), "action": r.action,
+             "quality": float(r.label_quality),
+             "action": (r.action if getattr(r, "human_label", None) is None
+                        else f"person: {r.human_label}"),
              "text": str(texts.get(r.id, "(dropped)"))[:300]}
             for r in flagged.itertuples()]
 
