@@ -394,7 +394,7 @@ def demo(workspace: Path = WORKSPACE_OPTION) -> None:
     typer.echo(f"Demo finished in {time.perf_counter() - started:.0f} s.")
 
 
-@app.command()
+@_command()
 def queue(config: Path | None = CONFIG_OPTION,
           budget: int | None = typer.Option(None, help="Rows to queue; default queue.budget."),
           push: bool = typer.Option(True, help="Push to label_studio.url when configured."),
@@ -429,7 +429,7 @@ def queue(config: Path | None = CONFIG_OPTION,
                    f"{project}")
 
 
-@app.command()
+@_command()
 def pull(config: Path | None = CONFIG_OPTION,
          export: Path | None = typer.Option(None, help="A Label Studio JSON export file; "
                                             "default: fetch from label_studio.url.")) -> None:
