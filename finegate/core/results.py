@@ -81,6 +81,8 @@ class LabelsResult:
     actions: dict[str, int]
     annotation: Annotation
     rows_scored: int = 0  # rows the noise model judged tonight (new rows only, unless full)
+    # the label policy's proxy check on the last reviewed rows (finegate/core/policy_check.py)
+    policy_check: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
