@@ -139,15 +139,36 @@ def run_cell(train: pd.DataFrame, test: pd.DataFrame, label_set: list[str], kind
 def run_grid(train: pd.DataFrame, test: pd.DataFrame, label_set: list[str],
              kinds: list[str], rates: list[float], seeds: list[int],
              settings: list[Setting] | None = None, *, progress: Callable[[str], None] = print,
+             checkpoint: Path | None = None, only_done: bool = False,
              **options: Any) -> tuple[pd.DataFrame, dict[tuple[Any, ...], np.ndarray]]:
-    """Every (kind, rate, seed) cell, plus the noise-free cells (kind ``clean``) per seed."""
+    """Every (kind, rate, seed) cell, plus the noise-free cells (kind ``clean``) per seed.
+
+    With ``checkpoint`` (a pickle file), finished cells are saved as they finish and a rerun
+    with the same arguments skips them (a long grid survives being stopped); ``only_done``
+    summarises just the checkpoint's cells.
+    """
+    import pickle
+
     settings = settings or [Setting()]
-    cells = [("clean", 0.0)] + [(k, r) for k in kinds for r in rates if r > 0]
+    # the highest rate of every kind first: a grid stopped early has the contrasts that matter
+    cells = [("clean", 0.0)] + [(k, r) for r in sorted(rates, reverse=True) for k in kinds
+                                if r > 0]
+    done: dict[tuple[Any, ...], Any] = {}
+    if checkpoint and checkpoint.is_file():
+        done = pickle.loads(checkpoint.read_bytes())
     rows, predictions = [], {}
     for n, (kind, rate) in enumerate(cells, 1):
         for seed in seeds:
-            result, predicted = run_cell(train, test, label_set, kind, rate, seed, settings,
-                                         **options)
+            key = (kind, rate, seed, tuple(s.name for s in settings))
+            if key not in done and only_done:
+                continue
+            if key not in done:
+                done[key] = run_cell(train, test, label_set, kind, rate, seed, settings,
+                                     **options)
+                if checkpoint:
+                    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                    checkpoint.write_bytes(pickle.dumps(done))
+            result, predicted = done[key]
             rows += result
             predictions.update({(kind, rate, seed, *key): v for key, v in predicted.items()})
             progress(f"[{n}/{len(cells)}] {kind} {rate:.0%} seed {seed}: " + ", ".join(

@@ -36,3 +36,23 @@ def test_tfidf_grid_measures_cleaning_against_the_generators_record(tmp_path: Pa
     table = markdown_table(summary)
     assert table.count("\n") == 2 + 3 - 1 and "| symmetric | 40% | tfidf |" in table
     assert plot(summary, tmp_path / "grid.png").stat().st_size > 10_000
+
+
+def test_finetune_cells_stop_early_on_a_noisy_or_a_clean_validation_split(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    from finegate.core.config import TrainConfig
+    from finegate.flows.cleaning_pays import Setting, run_cell
+
+    frame = pd.DataFrame(topic_rows(90, seed=5, prefix="f"))
+    train, test = frame.iloc[:72].reset_index(drop=True), frame.iloc[72:].reset_index(drop=True)
+    tiny = TrainConfig(model_path=str(tiny_model_dir), device="cpu", cpu_max_steps=2,
+                       cpu_max_length=16, cpu_eval_every=1)
+    settings = [Setting("finetune", "cpu", "noisy"), Setting("finetune", "cpu", "clean")]
+    rows, predictions = run_cell(train, test, LABELS, "symmetric", 0.4, 0, settings, folds=3,
+                                 train_config=tiny, workdir=tmp_path / "work",
+                                 validation_share=0.25)
+    assert [(r["setting"], r["policy"]) for r in rows] == [
+        (s.name, p) for p in ("none", "drop", "relabel") for s in settings]
+    assert all(len(v) == len(test) for v in predictions.values())
+    assert all(0 <= r["macro_f1"] <= 1 for r in rows)
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
