@@ -193,6 +193,34 @@ def choose_actions(issues: pd.DataFrame, labels: list[str], settings: LabelsConf
     return actions
 
 
+def resolve_policy(rows: pd.DataFrame, issues: pd.DataFrame, settings: LabelsConfig,
+                   label_set: list[str]) -> tuple[LabelsConfig, dict[str, Any] | None]:
+    """The settings to decide with (``auto``: the proxy check's choice) and the check's
+    verdict on these rows (finegate/core/policy_check.py); None when the check is off."""
+    from finegate.core.policy_check import check_policies
+
+    auto = settings.policy == "auto"
+    if not (auto or settings.check.enabled):
+        return settings, None
+    keys = [f"{s}:{p}" for s, p in zip(rows["source"], rows["position"], strict=True)]
+    order = np.argsort([hashlib.sha256(k.encode()).hexdigest() for k in keys], kind="stable")
+    take = np.sort(order[:settings.check.max_rows])  # a stable sample of at most max_rows
+    part, found = rows.iloc[take], issues.iloc[take]
+    labels = part["label"].tolist()
+    candidates = ("drop", "relabel") if auto else (settings.policy,)
+    check = check_policies(
+        [keys[i] for i in take], part["text"].tolist(), labels,
+        {p: choose_actions(found, labels, settings.model_copy(update={"policy": p}))
+         for p in candidates}, found["suggested_label"].tolist(), label_set,
+        votes=part["annotator_labels"].tolist() if "annotator_labels" in part else None,
+        validation_share=settings.check.validation_share,
+        confidence=settings.check.confidence, default="flag" if auto else settings.policy)
+    if not auto:
+        check.chosen = settings.policy
+    return (settings.model_copy(update={"policy": check.chosen}),
+            {"configured": settings.policy, **check.as_dict()})
+
+
 def annotation_agreement(annotator_labels: pd.Series, annotator_ids: pd.Series,
                          ) -> tuple[list[float | None], Annotation]:
     """Per-row agreement with the consensus, and dataset agreement statistics."""
@@ -476,10 +504,11 @@ def review_everything(lake: Lake, drops: list[str], removed: dict[str, pd.DataFr
     rows = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
         columns=CANDIDATE_COLUMNS)).sort_values(KEY).reset_index(drop=True)
     issues, note = detect(rows["text"].tolist(), rows["label"].tolist(), label_set, settings)
-    decisions = decide(rows, issues, settings)
+    applied, check = resolve_policy(rows, issues, settings, label_set)
+    decisions = decide(rows, issues, applied)
     by_drop = dict(tuple(decisions.groupby("drop")))
     state = {"version": STATE_VERSION, "settings": settings_digest(settings, label_set),
-             "nights_since_full": 0,
+             "nights_since_full": 0, "policy_check": check,
              "note": f"full review of {len(rows):,} rows ({why}); {note}",
              "drops": {drop: drop_entry(lake, drop, by_drop.get(drop, decisions.iloc[:0]),
                                         removed.get(drop)) for drop in drops}}
@@ -535,7 +564,8 @@ def review_new_rows(lake: Lake, plan: Plan, removed: dict[str, pd.DataFrame],
                      for drop in plan.pending], ignore_index=True)
     new = new.sort_values(KEY, ignore_index=True)  # the order the joint fit uses
     issues, note = score_new_rows(lake, plan, removed, new, label_set, settings, state)
-    decisions = decide(new, issues, settings)
+    applied, state["policy_check"] = resolve_policy(new, issues, settings, label_set)
+    decisions = decide(new, issues, applied)
     by_drop = dict(tuple(decisions.groupby("drop")))
     for drop in plan.pending:
         part = by_drop.get(drop, decisions.iloc[:0])
@@ -862,5 +892,6 @@ def summarize(lake: Lake, drops: list[str], removed: dict[str, pd.DataFrame],
         noise_detection=note, issues=sum(e["issues"] for e in entries),
         actions=dict(actions),
         annotation=history_annotation(lake, drops, removed, review_rows),
+        policy_check=state.get("policy_check"),
         rows_scored=sum(state["drops"][drop]["rows"] for drop in scored),
         reviews=reviews or HumanReviews())

@@ -171,6 +171,9 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
         "noise_ratio": review.issues / max(review.rows, 1),
         "label_actions": review.actions,
         "noise_detection": review.noise_detection,
+        # did the label policy help the TF-IDF stand-in on held-out rows (None: not checked)
+        "label_policy_check": review.policy_check,
+        "cleaning_gain": cleaning_gain(review.policy_check),
         "annotation": asdict(review.annotation),
         # None without annotator labels: no agreement was measured (the gate skips it)
         "annotation_consistency": review.annotation.unanimous_share,
@@ -194,6 +197,16 @@ def build_scorecard(rows_read: int, snapshot: SnapshotResult, lake: Lake, labels
         card, read_json(previous / "scorecard.json") if previous else None)
     card["drift"] = drift_metrics(data, previous_data)
     return card
+
+
+def cleaning_gain(check: dict[str, Any] | None) -> float | None:
+    """The proxy check's macro-F1 gain of the applied policy (auto: of the best candidate)."""
+    if not check or not check.get("effects"):
+        return None
+    effects = check["effects"]
+    effect = effects.get(check["chosen"]) or max(
+        effects.values(), key=lambda e: -1.0 if e["gain"] is None else e["gain"])
+    return effect["gain"]
 
 
 def scorecard_table(card: dict[str, Any]) -> list[dict[str, Any]]:

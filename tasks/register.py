@@ -174,6 +174,18 @@ def human_review_line(scorecard: dict[str, Any]) -> str:
             + (f", mean consensus quality {quality:.3f}" if quality is not None else "") + "\n")
 
 
+def policy_check_line(check: dict[str, Any] | None) -> str:
+    """The label policy's proxy check in one line of the model card."""
+    if not check:
+        return "not checked"
+    parts = [f"{name} {e['gain']:+.3f} macro-F1 (better in {e['confidence']:.0%} of bootstrap "
+             f"resamples, {e['rows_changed']} rows changed)" if e["gain"] is not None else
+             f"{name}: {e.get('note', 'not measured')}" for name, e in check["effects"].items()]
+    return (f"configured {check['configured']}, applied {check['chosen']}; TF-IDF proxy on "
+            f"{check['validation_rows']} held-out rows ({check['validation_labels']}): "
+            + ("; ".join(parts) or check["note"]))
+
+
 def model_card(model_name: str, labels: list[str], snapshot: SnapshotResult,
                scorecard: dict[str, Any], gate: dict[str, Any], trained: FinetuneResult,
                evaluation: EvaluationResult) -> str:
@@ -198,6 +210,7 @@ Sequence classifier over {", ".join(labels)}, fine-tuned by Finegate.
 - class balance {scorecard["class_balance"]:.3f}
 - duplicate ratio {scorecard["duplicate_ratio"]:.3f}, noise ratio {scorecard["noise_ratio"]:.3f}
 - quarantine ratio {scorecard["quarantine_ratio"]:.3f}
+- label policy: {policy_check_line(scorecard.get("label_policy_check"))}
 {human_review_line(scorecard)}
 ## Quality gate
 - passed with {len(gate.get("warnings", []))} warning(s){warnings}

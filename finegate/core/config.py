@@ -157,12 +157,26 @@ class DedupConfig(Strict):
         return self
 
 
+class PolicyCheckConfig(Strict):
+    """The nightly proxy check of the label policy (finegate/core/policy_check.py)."""
+
+    enabled: bool = Field(default=True, description="measure each night whether the policy's "
+                          "drops/relabels helped the TF-IDF stand-in on held-out rows")
+    validation_share: float = Field(default=0.2, gt=0, lt=1, description="held-out share "
+                                    "when no annotator votes exist")
+    confidence: float = Field(default=0.9, gt=0.5, lt=1, description="auto uses a policy "
+                              "when its gain is positive in this share of bootstrap resamples")
+    max_rows: int = Field(default=20_000, ge=100, description="rows the check uses at most "
+                          "(a stable sample)")
+
+
 class LabelsConfig(Strict):
     """Label-noise detection (confident learning) and what to do with suspected wrong labels."""
 
     noise_detection: bool = True
     # "drop" measured best on average and in the worst case over 10/20/40% noise (BENCHMARKS.md)
-    policy: str = Field(default="drop", pattern="^(drop|relabel|flag)$")
+    # auto: each night the proxy check (``check``) picks drop, relabel or flag (keep the rows)
+    policy: str = Field(default="drop", pattern="^(drop|relabel|flag|auto)$")
     relabel_confidence: float = Field(default=0.8, gt=0, le=1,
                                       description="relabel only when the model is this sure")
     folds: int = Field(default=5, ge=2)
@@ -180,6 +194,7 @@ class LabelsConfig(Strict):
     drift_threshold: float = Field(default=0.1, gt=0, le=1, description="re-review the whole "
                                    "history when a label's share among the new rows differs "
                                    "from its share in the history by more than this")
+    check: PolicyCheckConfig = Field(default_factory=PolicyCheckConfig)
 
 
 class AnnotatorsConfig(Strict):

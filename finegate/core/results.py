@@ -97,6 +97,8 @@ class LabelsResult:
     annotation: Annotation
     rows_scored: int = 0  # rows the noise model judged tonight (new rows only, unless full)
     reviews: HumanReviews = field(default_factory=HumanReviews)
+    # the label policy's proxy check on the last reviewed rows (finegate/core/policy_check.py)
+    policy_check: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
