@@ -84,3 +84,19 @@ def test_a_misspelt_setting_is_an_error_not_ignored(tmp_path: Path) -> None:
         load_config(path, env={})
     with pytest.raises(ValidationError, match="lake_pth"):
         load_config(env={"FINEGATE_LAKE_PTH": "/data"})
+
+
+def test_the_readme_config_example_is_a_valid_config() -> None:
+    """The YAML block under README's "Configuration" lists real keys with their defaults:
+    a key renamed or misplaced in the code (or the README) fails here."""
+    import yaml
+
+    from finegate.core.config import Config
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("### Configuration", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    example = yaml.safe_load(block)
+    config = Config.model_validate(example)
+    assert config.train.augment.upsample_to == 0.0 and config.split.strategy == "hash"
+    assert set(example) >= {"train", "split", "dedup", "label_quality", "filters", "annotators",
+                            "queue", "label_studio", "evaluation", "promotion", "dask"}
