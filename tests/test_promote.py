@@ -153,3 +153,25 @@ def test_a_retried_promotion_moves_the_champion_once_and_records_the_decision(
     assert tags[PROMOTION_TAG] == "promoted to champion"
     assert tags[f"{PROMOTION_TAG}.set"] == "golden" and tags[f"{PROMOTION_TAG}.reasons"]
     assert len(client.search_model_versions(f"name='{config.model_name}'")) == 1
+
+
+def test_a_model_is_downloaded_from_its_own_registry_not_the_process_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI to the process (and to every flow a
+    worker starts from it): ``models:/`` URIs resolve there. The champion must come from the
+    registry the config names (a stack run once scored its queue with another test's model)."""
+    from finegate.core.config import Config
+    from finegate.core.registry import client as registry_client
+    from finegate.core.registry import download_model
+
+    clients = {}
+    for name in ("ours", "other"):
+        source = tmp_path / f"{name}-model"
+        (source / "model").mkdir(parents=True)
+        (source / "model" / "which.txt").write_text(name)
+        clients[name] = registry_client(Config(lake_path=str(tmp_path / name)).registry)
+        clients[name].create_registered_model("m")
+        clients[name].create_model_version("m", source=source.as_uri())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", clients["other"].tracking_uri)
+    model_dir, _ = download_model(clients["ours"], "m", "1")
+    assert (model_dir / "which.txt").read_text() == "ours"

@@ -19,7 +19,7 @@ import yaml
 from finegate.core.lake import Lake
 from finegate.tasks.clean import clean_drop
 from finegate.tasks.ingest import ingest_drop
-from tests.factories import LABEL_SET, LABELS
+from tests.factories import LABEL_SET, LABELS, SYNTHETIC_TEXT_FILTERS
 
 BIN = Path(sys.executable).parent
 
@@ -142,7 +142,7 @@ def test_flow_on_real_prefect_mlflow_and_dask(prefect_server: str, mlflow_server
         "labels": LABELS,
         "mlflow_tracking_uri": mlflow_server.replace("http://", f"http://alice:{secret}@"),
         "dask": {"scheduler_address": dask_scheduler},
-        "label_quality": {"policy": "flag"},
+        "label_quality": {"policy": "flag"}, "filters": SYNTHETIC_TEXT_FILTERS,
         "train": {"model_path": str(tiny_model_dir), "device": "cpu", "cpu_max_steps": 3,
                   "cpu_max_length": 32, "cpu_batch_size": 8},
     }))

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from deploy.stack import Stack, missing_requirements
-from tests.factories import LABELS
+from tests.factories import LABELS, SYNTHETIC_TEXT_FILTERS
 
 ARTIFACTS = Path(__file__).parent / "artifacts" / "stack"
 BROWSER = [shutil.which("chromium") or "chromium", "--headless=new", "--no-sandbox",
@@ -55,6 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Ite
     stack = Stack(root, ports="free", env={"PREFECT_WORKER_QUERY_SECONDS": "1"},
                   config_overrides={
                       "labels": LABELS, "label_quality": {"policy": "flag"},
+                      "filters": SYNTHETIC_TEXT_FILTERS,
                       "train": {"model_path": str(tiny_model_dir), "device": "cpu",
                                 "cpu_max_steps": 3, "cpu_max_length": 32,
                                 "cpu_batch_size": 8}})

@@ -130,6 +130,9 @@ def download_model(client: Any, name: str, version: str) -> tuple[Path, Path]:
     """Local model and tokenizer folders of a registered ``mlflow.transformers`` model."""
     from mlflow.artifacts import download_artifacts
 
-    root = Path(download_artifacts(artifact_uri=f"models:/{name}/{version}",
-                                   tracking_uri=client.tracking_uri))
+    # the version's own storage URI, not ``models:/``: that one is resolved against the
+    # process-wide registry URI (``MLFLOW_TRACKING_URI``, which mlflow.set_tracking_uri exports),
+    # i.e. possibly another registry than ``client``'s
+    source = client.get_model_version_download_uri(name, version)
+    root = Path(download_artifacts(artifact_uri=source, tracking_uri=client.tracking_uri))
     return root / "model", root / "components" / "tokenizer"
