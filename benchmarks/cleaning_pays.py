@@ -73,6 +73,7 @@ def main() -> None:
                         help="finetune: cap every budget at this many steps (0 = none)")
     parser.add_argument("--limit", type=int, default=0, help="use about this many articles")
     parser.add_argument("--out", default="docs/cleaning-pays")
+    parser.add_argument("--no-clean", action="store_true", help="skip the noise-free cells")
     parser.add_argument("--only-done", action="store_true",
                         help="summarise only the cells an earlier (stopped) run finished")
     args = parser.parse_args()
@@ -96,7 +97,7 @@ def main() -> None:
         train, test, labels, args.kinds.split(","), [float(r) for r in args.rates.split(",")],
         [int(s) for s in args.seeds.split(",")], settings, workdir=out / "work",
         checkpoint=out / "work" / f"cells-{len(train)}.pkl", only_done=args.only_done,
-        **options)
+        include_clean=not args.no_clean, **options)
     seconds = time.perf_counter() - started
     code = {label: i for i, label in enumerate(labels)}
     summary = summarise(results, predictions, np.array([code[t] for t in test["label"]]),

@@ -140,6 +140,7 @@ def run_grid(train: pd.DataFrame, test: pd.DataFrame, label_set: list[str],
              kinds: list[str], rates: list[float], seeds: list[int],
              settings: list[Setting] | None = None, *, progress: Callable[[str], None] = print,
              checkpoint: Path | None = None, only_done: bool = False,
+             include_clean: bool = True,
              **options: Any) -> tuple[pd.DataFrame, dict[tuple[Any, ...], np.ndarray]]:
     """Every (kind, rate, seed) cell, plus the noise-free cells (kind ``clean``) per seed.
 
@@ -151,8 +152,8 @@ def run_grid(train: pd.DataFrame, test: pd.DataFrame, label_set: list[str],
 
     settings = settings or [Setting()]
     # the highest rate of every kind first: a grid stopped early has the contrasts that matter
-    cells = [("clean", 0.0)] + [(k, r) for r in sorted(rates, reverse=True) for k in kinds
-                                if r > 0]
+    cells = [("clean", 0.0)] * include_clean + [
+        (k, r) for r in sorted(rates, reverse=True) for k in kinds if r > 0]
     done: dict[tuple[Any, ...], Any] = {}
     if checkpoint and checkpoint.is_file():
         done = pickle.loads(checkpoint.read_bytes())
@@ -251,7 +252,8 @@ def plot(summary: pd.DataFrame, path: Path, setting: str = "tfidf") -> Path:
     styles = {"none": ("#e45756", "--"), "drop": ("#4c78a8", "-"), "relabel": ("#54a24b", "-.")}
     for axis, kind in zip(axes[0], kinds, strict=True):
         for policy, (colour, line) in styles.items():
-            rows = pd.concat([clean.loc[[policy]].reset_index(), part.loc[
+            noise_free = clean.loc[[policy]].reset_index() if policy in clean.index else None
+            rows = pd.concat([noise_free, part.loc[
                 (part["kind"] == kind) & (part["policy"] == policy)]]).sort_values("rate")
             axis.errorbar(rows["rate"], rows["macro_f1_mean"], yerr=rows["macro_f1_sd"],
                           color=colour, linestyle=line, marker="o", capsize=3, label=policy)
