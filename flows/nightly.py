@@ -155,11 +155,11 @@ def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
                       config.evaluation.golden_path)
         registered = find_trained_model(config.registry, curated.digest, config.train.digest())
     accounting = recount(lake, rows_read, curated)
-    if config.queue.nightly:
-        review_queue(lake, config.labels, config.queue, config.registry, config.train,
-                     config.label_studio)
     page = write_report(inputs, registered.evaluation_report, f"{registered.tracking_uri} "
                         f"models:/{registered.model_name}/{registered.version}")
+    if config.queue.nightly:  # after the report: a queue problem is only a warning
+        review_queue(lake, config.labels, config.queue, config.registry, config.train,
+                     config.label_studio)
     result = NightlyResult(run_dir, drops.to_ingest, curated, scored.scorecard_path, gate,
                            evaluation, registered, accounting, page)
     create_markdown_artifact(key="finegate-nightly", markdown=summary_markdown(result),

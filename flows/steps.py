@@ -339,11 +339,25 @@ def write_report(inputs: ReportInputs, evaluation_path: str | None = None,
 @task(name="review-queue")
 def review_queue(lake: Lake, labels: list[str], settings: QueueConfig,
                  registry: RegistrySettings, train: TrainConfig,
-                 studio: LabelStudioConfig) -> QueueResult:
+                 studio: LabelStudioConfig) -> QueueResult | None:
     """The rows most worth a person's time (a table artifact); pushed to Label Studio when
-    ``label_studio.url`` is set (a server that does not answer is a warning, not a failed run)."""
-    scorer, _ = queue.champion_scorer(registry, train)
-    result = queue.build_queue(lake, labels, settings, scorer)
+    ``label_studio.url`` is set. It runs after the night's model is registered and reported, so
+    a problem here is a warning, never a failed night: a champion that cannot score (e.g. one
+    trained on another label set) hands the ranking to the TF-IDF stand-in."""
+    logger = get_run_logger()
+    try:
+        scorer, why = queue.champion_scorer(registry, train)
+        try:
+            result = queue.build_queue(lake, labels, settings, scorer)
+        except Exception as err:  # noqa: BLE001
+            if not scorer.model_dir:
+                raise
+            logger.warning("review queue: %s could not score (%s); the TF-IDF stand-in ranks "
+                           "it", why, err)
+            result = queue.build_queue(lake, labels, settings, queue.Scorer())
+    except Exception as err:  # noqa: BLE001 - the night's model and report are already written
+        logger.warning("review queue not written: %s: %s", type(err).__name__, err)
+        return None
     rows = [{key: row[key] for key in ("rank", "id", "label", "suggested_label", "picked_by",
                                        "reason")} for row in read_jsonl(result.jsonl_path)]
     create_table_artifact(key="finegate-review-queue", table=rows,

@@ -150,12 +150,12 @@ def annotator_votes(value: Any, delimiter: str = "auto",
     return [str(v).strip() for v in value], None
 
 
-def review_flags(record: dict[str, Any], label: Any) -> list[str]:
+def review_flags(record: dict[str, Any]) -> list[str]:
     """Flags that mark a person's review and keep its lineage (``human_review``,
     ``review_of:<id>``, ``queue:<name>``, ``annotated_at:<time>``): for a row with votes that
-    carries a review key or no label of its own (a review drop row)."""
-    given = label is not None and str(label).strip()
-    if given and not any(key in record for key in REVIEW_KEYS):
+    carries a review key, even an empty one (a review drop row). Voted rows without one are
+    ordinary annotated data: their votes' majority is the label, and the label policy applies."""
+    if not any(key in record for key in REVIEW_KEYS):
         return []
     flags = ["human_review"]
     for key in REVIEW_KEYS:
@@ -183,7 +183,7 @@ def _row(record: Any, *, drop: str, source: str, source_key: str, position: int,
     except (ValueError, TypeError, AttributeError) as err:
         row["reason"] = f"annotator_labels unreadable: {err}"
     if row["annotator_labels"]:
-        row["flags"] += review_flags(record, label)
+        row["flags"] += review_flags(record)
     if text is None or (isinstance(text, str) and not text.strip()):
         row["reason"] = "missing text"
     elif not isinstance(text, str):

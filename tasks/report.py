@@ -97,8 +97,9 @@ def suspicious_labels(decisions_path: str, data_path: str, limit: int = 20) -> l
     texts = dict(zip(data["id"], data["text"], strict=True))
     return [{"id": r.id, "label": r.label, "suggested": r.suggested_label,
              "quality": float(r.label_quality),
-             "action": (r.action if getattr(r, "human_label", None) is None
-                        else f"person: {r.human_label}"),
+             # a null string column reads back as NaN, not None
+             "action": (f"person: {r.human_label}" if isinstance(
+                 getattr(r, "human_label", None), str) else r.action),
              "text": str(texts.get(r.id, "(dropped)"))[:300]}
             for r in flagged.itertuples()]
 

@@ -97,9 +97,10 @@ def review_lineage(row: Any) -> tuple[str, ...]:
     flags = ["human_review"]
     if names:
         flags.append(f"reviewed_by:{'+'.join(names)}")
-    if row.review_queue:
+    # optional in a review drop: a null string reads back as NaN, which is truthy
+    if isinstance(row.review_queue, str) and row.review_queue:
         flags.append(f"review_queue:{row.review_queue}")
-    if row.annotated_at:
+    if isinstance(row.annotated_at, str) and row.annotated_at:
         flags.append(f"annotated_at:{row.annotated_at}")
     return tuple(flags)
 
@@ -299,6 +300,16 @@ def previous_splits(lake: Lake, shares: SplitConfig) -> dict[tuple[str, int], st
                         strict=True), table["split"].to_pylist(), strict=True))
 
 
+def data_drops(lake: Lake, drops: list[str]) -> list[str]:
+    """The drops that bring data, in name order: not review drops (every row a person's
+    review, flagged ``human_review`` at ingest), which answer questions about older rows."""
+    def is_review(drop: str) -> bool:
+        flags = [f for path in lake.silver_files([drop])
+                 for f in pq.read_table(path, columns=["flags"])["flags"].to_pylist()]
+        return bool(flags) and all(f is not None and "human_review" in f for f in flags)
+    return sorted(d for d in set(drops) if not is_review(d))
+
+
 def plan_splits(lake: Lake, drops: list[str], excluded: dict[str, set[tuple[str, int]]],
                 changes: dict[str, RowChanges], shares: SplitConfig,
                 ) -> tuple[dict[str, Assigned], dict[str, Any]]:
@@ -315,14 +326,14 @@ def plan_splits(lake: Lake, drops: list[str], excluded: dict[str, set[tuple[str,
     rows = split_rows_of(lake, drops, excluded, changes)
     if shares.strategy == "stratified":
         split = stratified_splits(rows, previous_splits(lake, shares), shares)
-    elif len(set(drops)) > shares.test_drops + shares.validation_drops:
-        split, chosen = time_splits(rows, drops, shares)
+    elif len(data := data_drops(lake, drops)) > shares.test_drops + shares.validation_drops:
+        split, chosen = time_splits(rows, data, shares)
         info.update(chosen)
     else:  # too few drops to hold the newest out: hash until there are enough
         split = assign_split(rows["anchor"], shares)
         info.update(shares=shares.shares(), fallback=(
-            f"time needs more than {shares.test_drops + shares.validation_drops} drop(s), "
-            f"the snapshot has {len(set(drops))}: split by hash of the anchor until then"))
+            f"time needs more than {shares.test_drops + shares.validation_drops} data "
+            f"drop(s), the snapshot has {len(data)}: split by hash of the anchor until then"))
     plan: dict[str, Assigned] = defaultdict(dict)
     for drop, source, position, s in zip(rows["drop"], rows["source"], rows["position"], split,
                                          strict=True):

@@ -126,8 +126,8 @@ def test_a_misspelt_key_names_file_line_and_the_key_it_meant(tmp_path: Path) -> 
     assert one_paragraph(result.output) == (
         "Finegate did not start: the configuration is not valid. "
         f"{config}, line 5: train.cpu_max_step is not a setting (did you mean "
-        "train.cpu_max_steps?). Every setting is listed in the configuration section of "
-        "README.md.")
+        "train.cpu_max_steps?). The settings are listed in the configuration section of "
+        "README.md (each one, with its default, in finegate/core/config.py).")
     assert not (tmp_path / "lake").exists()
 
 

@@ -110,3 +110,16 @@ def test_the_check_reaches_the_scorecard_gain_and_the_model_card_line() -> None:
     assert line.startswith("configured auto, applied drop; TF-IDF proxy on 150 held-out rows")
     assert "drop +0.100 macro-F1 (better in 100% of bootstrap resamples, 188 rows changed)" in line
     assert policy_check_line(None) == "not checked"
+
+
+def test_rows_the_stand_in_cannot_fit_skip_the_check_not_the_review() -> None:
+    from finegate.core.policy_check import check_policies
+
+    texts = ["!! ?", "# ·", "-- ..", "~ ~"] * 60  # no word TF-IDF can count
+    labels = [LABELS[i % 3] for i in range(len(texts))]
+    check = check_policies([f"k{i}" for i in range(len(texts))], texts, labels,
+                           {"drop": ["drop" if i % 7 == 0 else "keep"
+                                     for i in range(len(texts))]},
+                           [None] * len(texts), LABELS, default="flag")
+    assert check.chosen == "flag"
+    assert check.note.startswith("skipped: the TF-IDF stand-in could not be fitted")

@@ -244,3 +244,23 @@ def test_leakage_pairs_are_shown_side_by_side_and_escaped(tmp_path: Path) -> Non
     assert "&lt;b&gt;golden&lt;/b&gt; story" in page and "<script>" not in page
     assert "0 exact, 1 near pairs" in page and "row b text" in page and "0.6100" in page
     assert "not checked" in "".join(leakage_parts({"leakage": None}, data))
+
+
+def test_suspicious_labels_show_a_persons_label_only_where_a_person_answered(
+        tmp_path: Path) -> None:
+    """Decision files carry human_label for every row; a null one reads back as NaN, which
+    must not show as "person: nan"."""
+    import pyarrow as pa
+
+    from finegate.tasks.report import suspicious_labels
+
+    decisions = tmp_path / "decisions.parquet"
+    pq.write_table(pa.table({
+        "id": ["r1", "r2"], "label": ["tech", "sports"], "suggested_label": ["sports", "tech"],
+        "label_quality": [0.1, 0.2], "is_label_issue": [True, True],
+        "action": ["drop", "flag"], "human_label": pa.array([None, "tech"], pa.string())}),
+        decisions)
+    data = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"id": ["r1", "r2"], "text": ["one", "two"]}), data)
+    rows = {r["id"]: r["action"] for r in suspicious_labels(str(decisions), str(data))}
+    assert rows == {"r1": "drop", "r2": "person: tech"}

@@ -62,3 +62,18 @@ def test_a_new_drop_appends_linking_every_unchanged_partition(dirty_landing: Pat
     fresh, _, _ = curate(dirty_landing, Lake.at(tmp_path / "fresh"),
                          drops=("day1", "day2", "day3"))
     assert fresh.digest == second.digest  # appending gives what a full rebuild gives
+
+
+def test_review_lineage_leaves_out_what_a_review_did_not_say() -> None:
+    """queue and annotated_at are optional in a review drop; read back from Parquet a null is
+    NaN (truthy), which must not become review_queue:nan."""
+    from types import SimpleNamespace
+
+    from finegate.tasks.snapshot import review_lineage
+
+    bare = SimpleNamespace(reviewed_by=["ann"], review_queue=float("nan"),
+                           annotated_at=float("nan"))
+    assert review_lineage(bare) == ("human_review", "reviewed_by:ann")
+    full = SimpleNamespace(reviewed_by=["a", "b"], review_queue="q", annotated_at="t")
+    assert review_lineage(full) == ("human_review", "reviewed_by:a+b", "review_queue:q",
+                                    "annotated_at:t")

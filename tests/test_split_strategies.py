@@ -191,3 +191,26 @@ def test_kfold_cross_validation_scores_every_fold(tmp_path: Path, tiny_model_dir
     assert cv["macro_f1"]["std"] == pytest.approx(pd.Series(scores).std())
     assert not any((run / "crossval").glob("*/model"))  # fold models are not kept
     assert "Cross-validation over 3 folds" in "".join(crossval_parts(str(run)))
+
+
+def test_time_ignores_review_drops_when_it_picks_the_newest_data(tmp_path: Path) -> None:
+    """`finegate pull` names its drop review-<time>, after every dated data drop; a review
+    answers about older rows (most are exact duplicates of them), so it is never "the newest
+    drop" that becomes test: the newest data drop is."""
+    landing, lake = tmp_path / "landing", Lake.at(tmp_path / "lake")
+    write_drop(landing, "d1", skewed_rows({"tech": 20, "sports": 20, "politics": 20}, 3, "a"))
+    write_drop(landing, "d2", skewed_rows({"tech": 15, "sports": 15, "politics": 15}, 4, "b"))
+    rng = random.Random(5)
+    reviewed = {"text": topic_text("tech", rng, 60), "annotator_labels": {"ann": "tech"},
+                "queue": "label-issues", "annotated_at": "2026-11-29T09:00:00Z"}
+    write_drop(landing, "review-20261129T090000Z", [reviewed])  # not a duplicate: it survives
+    drops = ("d1", "d2", "review-20261129T090000Z")
+    _, dedup, review = curate(landing, lake, drops=drops)
+    snapshot = build_curated_snapshot(lake, list(drops), dedup, review,
+                                      SplitConfig(strategy="time"))
+    rows = snapshot_frame(snapshot)
+    manifest = read_json(Path(snapshot.path) / "manifest.json")["split"]
+    assert manifest["test_drops"] == ["d2"] and "fallback" not in manifest
+    assert (rows.loc[rows["drop"] == "d2", "split"] == "test").all()
+    assert (rows.loc[rows["drop"] != "d2", "split"] != "test").all()
+    assert (rows["drop"] == "review-20261129T090000Z").sum() == 1

@@ -86,6 +86,9 @@ def test_votes_through_ingest_and_clean(tmp_path: Path) -> None:
     assert list(silver.loc["chip phone data", "annotator_labels"]) == ["tech", "tech"]
     assert silver.loc["tax mp", "label"] == "politics"
     assert silver.loc["robot chip", "label"] == "tech"
+    # voted rows without a review key (review_of, queue, annotated_at) are ordinary annotated
+    # data, not a person's review of an earlier row: the label policy still applies to them
+    assert not any("human_review" in list(flags) for flags in silver["flags"])
 
 
 def test_configured_delimiter_keeps_a_slash_inside_labels(tmp_path: Path) -> None:

@@ -363,6 +363,21 @@ class LanguageRule(FilterRule):
     max_chars: int = Field(default=1000, ge=1, description="only the first characters are "
                            "read (speed)")
 
+    @field_validator("languages")
+    @classmethod
+    def _known_codes(cls, codes: list[str]) -> list[str]:
+        """Checked when the config loads, not by a Dask worker in the middle of a night."""
+        from lingua import IsoCode639_1
+
+        if not codes:
+            raise ValueError("list at least one language (two-letter ISO 639-1 code, e.g. en), "
+                             "or set filters.language.enabled: false")
+        unknown = [c for c in codes if not hasattr(IsoCode639_1, str(c).upper())]
+        if unknown:
+            raise ValueError(f"unknown ISO 639-1 language code(s) {unknown}: use two-letter "
+                             "codes such as 'en', 'de', 'fr' (the languages lingua knows)")
+        return [str(c).lower() for c in codes]
+
 
 class FiltersConfig(Strict):
     """Heuristic quality filters the clean stage applies (after the label check), in order.
@@ -512,7 +527,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 
 # --- Operator-facing errors: one paragraph naming the file, the key and what to do ------------
 
-CONFIG_HELP = "Every setting is listed in the configuration section of README.md."
+CONFIG_HELP = ("The settings are listed in the configuration section of README.md (each one, "
+               "with its default, in finegate/core/config.py).")
 
 
 def config_error_message(err: BaseException, path: str | Path | None = None,

@@ -142,7 +142,23 @@ def check_policies(keys: list[str], texts: list[str], labels: list[str],
                    validation_share: float = 0.2, confidence: float = 0.9,
                    samples: int = 1000, default: str = "flag") -> PolicyCheck:
     """Train the stand-in with and without each policy's actions; pick the policy whose gain
-    is positive with at least ``confidence`` (largest gain wins), else ``default``."""
+    is positive with at least ``confidence`` (largest gain wins), else ``default``. Rows the
+    stand-in cannot be fitted on (e.g. no word left for TF-IDF) skip the check, never the
+    night's label review."""
+    try:
+        return _check_policies(keys, texts, labels, actions, suggested, label_set, votes=votes,
+                               validation_share=validation_share, confidence=confidence,
+                               samples=samples, default=default)
+    except ValueError as err:
+        return PolicyCheck(chosen=default, note=f"skipped: the TF-IDF stand-in could not be "
+                           f"fitted on these rows ({err})")
+
+
+def _check_policies(keys: list[str], texts: list[str], labels: list[str],
+                    actions: dict[str, list[str]], suggested: list[Any],
+                    label_set: list[str], *, votes: list[Any] | None,
+                    validation_share: float, confidence: float,
+                    samples: int, default: str) -> PolicyCheck:
     held, consensus_labels, source = validation_part(keys, votes, validation_share)
     truth_labels = consensus_labels if consensus_labels is not None else labels
     train = ~held

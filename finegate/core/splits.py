@@ -97,13 +97,18 @@ def stratified_splits(rows: pd.DataFrame, previous: dict[tuple[str, int], str],
 def time_splits(rows: pd.DataFrame, drops: list[str], shares: SplitConfig,
                 ) -> tuple[pd.Series, dict[str, list[str]]]:
     """Per row (columns drop, anchor), its split by the age of its anchor group, and which
-    drops are test and validation. Needs more drops than ``test_drops + validation_drops``."""
+    drops are test and validation. Needs more drops than ``test_drops + validation_drops``.
+
+    ``drops`` are the data drops, in time order by name; a row of any other drop in ``rows``
+    (a review drop: people's answers about older rows, not new data) counts as older than all
+    of them, so it never makes a drop "the newest" and goes to train or validation.
+    """
     order = sorted(drops)
     test = order[len(order) - shares.test_drops:]
     validation = order[len(order) - shares.test_drops - shares.validation_drops:
                        len(order) - shares.test_drops]
     rank = {d: i for i, d in enumerate(order)}
-    oldest = rows.groupby("anchor")["drop"].agg(lambda ds: min(ds, key=rank.__getitem__))
+    oldest = rows.groupby("anchor")["drop"].agg(lambda ds: min(ds, key=lambda d: rank.get(d, -1)))
     held_out = shares.validation / max(shares.train + shares.validation, 1e-9)
 
     def split_of_group(anchor: str, drop: str) -> str:
