@@ -244,3 +244,15 @@ def test_a_json_file_that_is_not_a_label_studio_export_is_quarantined_whole(
     assert quarantine["reason"][0].startswith(reason), quarantine["reason"][0]
     assert quarantine["source"][0].endswith("/d/export.json")
     assert quarantine["raw"][0] == content.decode()
+
+
+def test_broken_annotations_in_an_export_are_one_quarantined_row_each(tmp_path: Path) -> None:
+    vote = ls_vote(2, [1, 2], "tech", "2026-11-29")  # completed_by a list: still a vote
+    export = [ls_task(1, {"text": T1}, ["not an annotation", {"result": "tech"},
+                                        {"result": [{"type": "choices", "value": "tech"}]}]),
+              ls_task(2, {"text": T2}, [vote])]
+    write_drop(tmp_path / "landing", "export.json", json.dumps(export).encode())
+    result, bronze, quarantine = ingested(tmp_path / "landing", Lake.at(tmp_path / "lake"))
+    assert (result.rows_read, len(bronze), len(quarantine)) == (2, 1, 1)
+    assert quarantine["reason"][0].startswith("Label Studio task 1 has no completed annotation")
+    assert list(bronze["annotator_ids"][0]) == ["user-[1, 2]"]

@@ -153,6 +153,8 @@ def annotator_name(completed_by: Any, users: dict[int, str]) -> str:
             if completed_by.get(key):
                 return str(completed_by[key])
         completed_by = completed_by.get("id")
+    if not isinstance(completed_by, int | str):  # a broken export: no user to look up
+        return f"user-{completed_by}"
     return users.get(completed_by, f"user-{completed_by}")
 
 
