@@ -1,10 +1,13 @@
 """Ingest: read every supported file of one landing drop into typed bronze rows.
 
 Reads JSONL, CSV, Parquet and folders of ``.txt`` files (the folder name is the label) with Dask,
-one partition per file (``.txt`` files are grouped). A row that cannot be parsed, or lacks text or
+one partition per file (``.txt`` files are grouped). A ``.json`` file must be a Label Studio JSON
+export: each task becomes a review row with its people's named votes, as ``finegate pull``
+writes it. A row that cannot be parsed, or lacks text or
 label, goes to quarantine with its raw content and a reason; nothing is dropped silently. A file
 that cannot be read as rows at all (outside the landing zone, unsupported, corrupt, UTF-16
-without a byte-order mark, a CSV header without the required columns) is one quarantine row.
+without a byte-order mark, a CSV header without the required columns, a ``.json`` file that is
+not a Label Studio export) is one quarantine row.
 Files are UTF-8, UTF-16/32 with a BOM, or else cp1252 (flagged); a CSV delimited by ``;``, tab
 or ``|`` is recognised from its header. Rows read are counted from each file independently of
 its parser (:func:`count_rows`), so a reader that loses a row cannot hide it.
@@ -25,13 +28,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from finegate.core.label_studio import export_tasks, review_row
 from finegate.core.lake import Lake
 from finegate.core.landing import inside
 from finegate.core.quarantine import reject, write_quarantine
 from finegate.core.results import IngestResult
 from finegate.core.schemas import BRONZE_COLUMNS, BRONZE_SCHEMA, write_parquet
 
-SUPPORTED_SUFFIXES = {".jsonl", ".csv", ".parquet", ".txt"}
+SUPPORTED_SUFFIXES = {".jsonl", ".csv", ".parquet", ".txt", ".json"}  # .json: Label Studio
 # Columns of a parsed partition: bronze rows and quarantined rows share one frame until written.
 PARSED_COLUMNS = [*BRONZE_COLUMNS, "reason", "raw"]
 # A CSV header needs a text column and a label (or annotator votes) column.
@@ -210,7 +214,7 @@ class LandingFile:
     text: str = ""
     flags: tuple[str, ...] = ()
     delimiter: str = ","  # CSV only
-    records: list[Any] | None = None  # Parquet only
+    records: list[Any] | None = None  # Parquet records, or a Label Studio export's tasks
     footer_rows: int = 0  # Parquet only: the row count in the file's metadata
 
 
@@ -234,6 +238,8 @@ def open_landing_file(path: Path, landing: Path) -> LandingFile:
         text, flags = decode_bytes(path.read_bytes())
     except (OSError, pa.ArrowException) as err:
         raise FileProblem(f"unreadable {suffix or 'file'}: {err}") from err
+    if suffix == ".json":
+        return LandingFile(suffix, flags=tuple(flags), records=label_studio_tasks(text))
     if suffix == ".csv":
         delimiter = csv_delimiter(text)
         if delimiter != ",":
@@ -263,6 +269,8 @@ def read_file(path: Path, landing: Path, drop: str, vote_delimiter: str = "auto"
         rows = [_row(record, position=0, raw=opened.text, flags=flags, **common)]
     elif opened.suffix == ".jsonl":
         rows = _parse_jsonl(opened.text, flags, common)
+    elif opened.suffix == ".json":
+        rows = _parse_export(opened.records or [], flags, common)
     else:
         rows = _parse_csv(opened.text, flags, common, opened.delimiter)
     return rows, count_rows(opened)
@@ -277,9 +285,12 @@ def parse_file(path: Path, landing: Path, drop: str, vote_delimiter: str = "auto
 def count_rows(opened: LandingFile) -> int:
     """The rows a file holds, counted from the file alone: non-empty lines of a JSONL file
     (split on "\\n" only), CSV records after the header, the Parquet footer's row count, one per
-    ``.txt`` file. What the parser returns must add up to this."""
+    ``.txt`` file, the tasks of a Label Studio export. What the parser returns must add up to
+    this."""
     if opened.suffix == ".parquet":
         return opened.footer_rows
+    if opened.suffix == ".json":
+        return len(opened.records or [])
     if opened.suffix == ".txt":
         return 1
     if opened.suffix == ".jsonl":
@@ -316,6 +327,39 @@ def _parse_jsonl(text: str, flags: list[str], common: dict[str, str]) -> list[di
                          "position": number})
             continue
         rows.append(_row(record, position=number, raw=line, flags=flags, **common))
+    return rows
+
+
+def label_studio_tasks(text: str) -> list[dict[str, Any]]:
+    """The tasks of a ``.json`` landing file, which must be a Label Studio JSON export; raise
+    :class:`FileProblem` (the file is quarantined whole) for anything else."""
+    if not text.strip():
+        return []  # an empty file has no rows
+    try:
+        return export_tasks(json.loads(text), "the .json file")
+    except json.JSONDecodeError as err:
+        raise FileProblem(f"invalid JSON at line {err.lineno}, column {err.colno} ({err.msg}): a "
+                          ".json landing file must be a Label Studio JSON export (Export > JSON); "
+                          "rows go in .jsonl files", raw=text[:RAW_CHARS]) from err
+    except ValueError as err:
+        raise FileProblem(str(err), raw=text[:RAW_CHARS]) from err
+
+
+def _parse_export(tasks: list[dict[str, Any]], flags: list[str], common: dict[str, str],
+                  ) -> list[dict[str, Any]]:
+    """One row per exported task: its people's named votes as a review row (as ``finegate
+    pull`` writes it), or quarantined when it has no usable vote or no text."""
+    rows = []
+    for number, task in enumerate(tasks, start=1):
+        raw = json.dumps(task, ensure_ascii=False, default=str)
+        reviewed = review_row(task)
+        if reviewed.row is None:
+            rows.append({**_file_problem(str(reviewed.problem), drop=common["drop"],
+                                         source=common["source"], raw=raw),
+                         "position": number})
+            continue
+        rows.append(_row(reviewed.row, position=number, raw=raw,
+                         flags=flags, **common))
     return rows
 
 

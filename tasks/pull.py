@@ -14,57 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from finegate.core.label_studio import review_row
 from finegate.core.lake import Lake, read_json, write_json
 from finegate.core.results import PullResult
 
 PULLED_FILE = "pulled.json"  # annotation id -> update time of what has been written
-
-
-def annotator_name(completed_by: Any, users: dict[int, str]) -> str:
-    """Who answered: username, else e-mail, else ``user-<id>`` (an export gives a dict or an
-    id; ``users`` maps ids to names when the server is at hand)."""
-    if isinstance(completed_by, dict):
-        for key in ("username", "email"):
-            if completed_by.get(key):
-                return str(completed_by[key])
-        completed_by = completed_by.get("id")
-    return users.get(completed_by, f"user-{completed_by}")
-
-
-def chosen_label(annotation: dict[str, Any]) -> str | None:
-    """The single choice of an annotation, or None (cancelled, empty, or not a choice)."""
-    if annotation.get("was_cancelled"):
-        return None
-    for item in annotation.get("result") or []:
-        choices = (item.get("value") or {}).get("choices") or []
-        if item.get("type") == "choices" and len(choices) == 1:
-            return str(choices[0])
-    return None
-
-
-def review_row(task: dict[str, Any], users: dict[int, str],
-               pulled: dict[str, str]) -> tuple[dict[str, Any] | None, dict[str, str]]:
-    """The review-drop row of one exported task (None without a new usable vote), and the
-    annotations it consumed (id -> update time)."""
-    data = task.get("data") or {}
-    votes: dict[str, tuple[str, str]] = {}  # annotator -> (time, label): latest answer wins
-    consumed: dict[str, str] = {}
-    for annotation in task.get("annotations") or []:
-        label = chosen_label(annotation)
-        when = str(annotation.get("updated_at") or annotation.get("created_at") or "")
-        if label is None:
-            continue
-        consumed[str(annotation.get("id"))] = when
-        name = annotator_name(annotation.get("completed_by"), users)
-        if name not in votes or when >= votes[name][0]:
-            votes[name] = (when, label)
-    if not votes or not data.get("text") or all(pulled.get(a) == w for a, w in consumed.items()):
-        return None, {}
-    return {"text": data["text"], "annotator_labels": {n: v[1] for n, v in votes.items()},
-            "review_of": str(data.get("row_id") or task.get("id")),
-            "queue": str(data.get("queue") or "label-studio"),
-            "annotated_at": max(v[0] for v in votes.values()) or
-            datetime.now(UTC).isoformat()}, consumed
 
 
 def pull_annotations(tasks: list[dict[str, Any]], landing: str | Path, lake: Lake,
@@ -75,12 +29,13 @@ def pull_annotations(tasks: list[dict[str, Any]], landing: str | Path, lake: Lak
     pulled = read_json(state_path)["annotations"] if state_path.is_file() else {}
     rows, consumed, skipped = [], {}, 0
     for task in tasks:
-        row, used = review_row(task, users or {}, pulled)
-        if row is None:
-            skipped += 1
+        reviewed = review_row(task, users)
+        if reviewed.row is None or all(pulled.get(a) == w
+                                       for a, w in reviewed.consumed.items()):
+            skipped += 1  # no usable vote, or nothing new since the last pull
             continue
-        rows.append(row)
-        consumed.update(used)
+        rows.append(reviewed.row)
+        consumed.update(reviewed.consumed)
     if not rows:
         return PullResult(drop=None, path=None, rows=0, votes=0, annotators=[],
                           skipped=skipped)

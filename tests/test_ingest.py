@@ -165,3 +165,94 @@ def test_a_file_whose_bom_lies_is_quarantined_once(tmp_path: Path) -> None:
     assert (result.rows_read, len(bronze), len(quarantine)) == (1, 0, 1)
     assert quarantine["reason"][0].startswith("file starts with a UTF-16 byte-order mark but is "
                                               "not valid UTF-16")
+
+
+def ls_vote(n: int, who: int | dict, label: str | None, when: str) -> dict:
+    """An annotation as Label Studio's JSON export writes it (``completed_by`` a user id, or an
+    object with the user's e-mail in older exports); ``label`` None: a skipped task."""
+    result = [] if label is None else [{"from_name": "label", "to_name": "text",
+                                        "type": "choices", "value": {"choices": [label]}}]
+    return {"id": n, "completed_by": who, "result": result, "was_cancelled": label is None,
+            "ground_truth": False, "created_at": when, "updated_at": when, "task": 1}
+
+
+def ls_task(n: int, data: dict, annotations: list[dict]) -> dict:
+    return {"id": n, "annotations": annotations, "drafts": [], "predictions": [], "data": data,
+            "meta": {}, "total_annotations": len(annotations), "project": 1}
+
+
+T1, T2 = "The striker scored twice in the cup final.", "Parliament votes on the new tax law."
+
+
+def test_a_label_studio_export_in_the_landing_zone_is_read_as_named_votes(tmp_path: Path) -> None:
+    from finegate.tasks.clean import clean_drop
+    from tests.factories import LABEL_SET
+
+    ann = {"id": 1, "email": "ann@x.org", "first_name": "", "last_name": ""}
+    export = [
+        ls_task(11, {"text": T1, "row_id": "r-1", "queue": "queue-x", "label": "tech"}, [
+            ls_vote(1, ann, "tech", "2026-11-29T09:00:00Z"),
+            ls_vote(2, ann, "sports", "2026-11-29T10:00:00Z"),  # her later answer wins
+            ls_vote(3, 2, "sports", "2026-11-29T10:05:00Z")]),
+        ls_task(12, {"text": T2}, [ls_vote(4, 2, "politics", "2026-11-29T11:00:00Z"),
+                                   ls_vote(5, 3, "tech", "2026-11-29T11:30:00Z")]),
+        ls_task(13, {"text": "Nobody answered this one.", "row_id": "r-3"},
+                [ls_vote(6, 2, None, "2026-11-29T12:00:00Z")]),
+        ls_task(14, {"body": "a task without data.text"}, [ls_vote(7, 2, "tech", "2026-11-29")]),
+    ]
+    landing, lake = tmp_path / "landing", Lake.at(tmp_path / "lake")
+    write_drop(landing, "project-1-at-2026-11-29.json", json.dumps(export).encode())
+    result, bronze, quarantine = ingested(landing, lake)
+    assert (result.rows_read, len(bronze), len(quarantine), result.miscounted) == (4, 2, 2, [])
+    assert sorted(quarantine["reason"]) == [
+        "Label Studio task 13 has no completed annotation with one choice (unanswered, "
+        "skipped or empty)",
+        "Label Studio task 14 has no text in data.text (the labelling config's Text tag "
+        "reads $text)"]
+    assert json.loads(quarantine.set_index("position").at[3, "raw"])["id"] == 13  # the task
+    clean_drop("d", lake, LABEL_SET)
+    silver = pq.read_table(lake.silver("d")).to_pandas().set_index("text")
+    assert dict(zip(silver.at[T1, "annotator_ids"], silver.at[T1, "annotator_labels"],
+                    strict=True)) == {"ann@x.org": "sports", "user-2": "sports"}
+    assert silver.at[T1, "label"] == "sports"  # a review row has no label but its votes'
+    assert list(silver.at[T1, "flags"]) == [
+        "human_review", "review_of:r-1", "queue:queue-x", "annotated_at:2026-11-29T10:05:00Z"]
+    assert dict(zip(silver.at[T2, "annotator_ids"], silver.at[T2, "annotator_labels"],
+                    strict=True)) == {"user-2": "politics", "user-3": "tech"}
+    assert list(silver.at[T2, "flags"]) == [  # not queued by finegate: the task's own id
+        "human_review", "review_of:12", "queue:label-studio", "annotated_at:2026-11-29T11:30:00Z"]
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b'[{"id": 1, "data": {"text": "cut o',
+     "invalid JSON at line 1, column 29 (Unterminated string"),
+    (b'{"text": "one row", "label": "tech"}', "the .json file holds a JSON dict, not a Label "
+     "Studio export: a Label Studio JSON export (Export > JSON) is a list of tasks"),
+    (json.dumps([{"data": {"text": "a task"}}, {"text": "a plain row", "label": "tech"}]).encode(),
+     "the .json file is not a Label Studio export: item 2 is an object with keys ['label', "
+     "'text'], not a task with a 'data' object"),
+    (json.dumps([{"data": {"text": "x"}, "annotations": {"id": 1}}]).encode(),
+     "the .json file is not a Label Studio export: the 'annotations' of item 1 are an object"),
+])
+def test_a_json_file_that_is_not_a_label_studio_export_is_quarantined_whole(
+        tmp_path: Path, content: bytes, reason: str) -> None:
+    landing = tmp_path / "landing"
+    write_drop(landing, "rows.jsonl", JSONL.encode())  # the rest of the drop is read
+    write_drop(landing, "export.json", content)
+    result, bronze, quarantine = ingested(landing, Lake.at(tmp_path / "lake"))
+    assert (result.rows_read, len(bronze), len(quarantine), result.miscounted) == (3, 2, 1, [])
+    assert quarantine["reason"][0].startswith(reason), quarantine["reason"][0]
+    assert quarantine["source"][0].endswith("/d/export.json")
+    assert quarantine["raw"][0] == content.decode()
+
+
+def test_broken_annotations_in_an_export_are_one_quarantined_row_each(tmp_path: Path) -> None:
+    vote = ls_vote(2, [1, 2], "tech", "2026-11-29")  # completed_by a list: still a vote
+    export = [ls_task(1, {"text": T1}, ["not an annotation", {"result": "tech"},
+                                        {"result": [{"type": "choices", "value": "tech"}]}]),
+              ls_task(2, {"text": T2}, [vote])]
+    write_drop(tmp_path / "landing", "export.json", json.dumps(export).encode())
+    result, bronze, quarantine = ingested(tmp_path / "landing", Lake.at(tmp_path / "lake"))
+    assert (result.rows_read, len(bronze), len(quarantine)) == (2, 1, 1)
+    assert quarantine["reason"][0].startswith("Label Studio task 1 has no completed annotation")
+    assert list(bronze["annotator_ids"][0]) == ["user-[1, 2]"]

@@ -1,6 +1,7 @@
 """The review loop against a real Label Studio server on loopback: push a queue through the SDK,
 two named people answer through the API, ``finegate pull`` brings their votes back as a review
-drop, and ingest reads the named votes.
+drop, and ingest reads the named votes; and the nightly flow, with ``label_studio.url`` set,
+pulls people's answers itself and relabels the row in the snapshot, scorecard and model card.
 
 The server is PyPI ``label-studio`` in its own virtual environment (``make label-studio``
 creates ``.ls-venv``; ``LABEL_STUDIO_BIN`` points elsewhere). The test is skipped, saying why,
@@ -26,12 +27,13 @@ import yaml
 from typer.testing import CliRunner
 
 from finegate.cli import app
-from finegate.core.config import LabelStudioConfig, QueueConfig
+from finegate.core.config import Config, LabelStudioConfig, QueueConfig
+from finegate.core.label_studio import ensure_project
 from finegate.core.lake import Lake
 from finegate.tasks.clean import clean_drop
 from finegate.tasks.ingest import ingest_drop
 from finegate.tasks.queue import build_queue, push_queue
-from tests.factories import LABEL_SET, LABELS, curate, noisy_landing
+from tests.factories import LABEL_SET, LABELS, curate, noisy_landing, topic_rows
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN, PASSWORD, TOKEN = "admin@finegate.invalid", "finegate-test-pass", "finegate-test-token"
@@ -157,3 +159,51 @@ def test_queue_to_label_studio_and_back(label_studio, tmp_path, monkeypatch):
     assert all(sorted(ids) == sorted(names) for ids in silver["annotator_ids"])
     assert (CliRunner().invoke(app, ["pull", "--config", str(config_file)]).output
             .startswith("no new annotations"))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_nightly_run_pulls_annotations_and_relabels_the_row(label_studio,
+                                                                 small_config: Config) -> None:
+    """Two people relabel a day2 row in Label Studio; the next night (``label_studio.url``
+    set) pulls their votes into a review drop, ingests it, and their consensus relabels the row
+    with lineage in the snapshot, the scorecard and the model card; the night's own queue is
+    pushed to the same project."""
+    from label_studio_sdk import LabelStudio
+
+    from finegate.flows.nightly import run_nightly
+
+    reviewed = topic_rows(30, seed=1, prefix="j")[5]  # a JSONL row of day2 (dirty_landing)
+    other = next(label for label in LABELS if label != reviewed["label"])
+    studio = LabelStudioConfig(url=label_studio, project="finegate-nightly", api_key=TOKEN)
+    client = LabelStudio(base_url=label_studio, api_key=TOKEN)
+    project = ensure_project(client, studio.project, LABELS)
+    client.projects.import_tasks(id=project.id, request=[{"data": {
+        "text": reviewed["text"], "label": reviewed["label"], "row_id": reviewed["id"],
+        "queue": "label-issues", "reason": "a label issue"}}])
+    [task] = client.tasks.list(project=project.id)
+    dan = client.users.create(username="dan", email="dan@finegate.invalid", password="x-pass-2")
+    answer(client, task.id, other)
+    answer(client, task.id, other, user_id=dan.id)
+
+    config = small_config.model_copy(update={"label_studio": studio})
+    result = run_nightly(config)
+    landing = Path(config.landing_path)
+    [drop] = [p.name for p in landing.iterdir() if p.name.startswith("review-")]
+    assert drop in result.drops_ingested
+    [row] = [json.loads(line) for line in (landing / drop / "annotations.jsonl").open()]
+    assert row["annotator_labels"] == {ADMIN: other, "dan": other}
+    data = pq.read_table(result.snapshot.data_path).to_pandas().set_index("id")
+    assert data.loc[reviewed["id"], "label"] == other
+    assert {"human_review", f"reviewed_by:{ADMIN}+dan", "review_queue:label-issues",
+            f"human_relabelled_from:{reviewed['label']}"} <= set(data.loc[reviewed["id"],
+                                                                          "flags"])
+    card = json.loads(Path(result.scorecard_path).read_text())
+    assert card["human_reviewed_rows"] == 1 and card["human_relabels"] == 1
+    assert card["accounting"]["holds"], card["accounting"]
+    from mlflow import MlflowClient
+
+    registry = MlflowClient(tracking_uri=config.tracking_uri(), registry_uri=config.tracking_uri())
+    version = registry.get_model_version(config.model_name, result.registered.version)
+    assert "human review: 1 rows decided by people (1 relabelled" in version.description
+    queued = list(client.tasks.list(project=project.id))  # the night's queue, pushed after
+    assert len(queued) > 1 and {t.data["queue"] for t in queued} - {"label-issues"}

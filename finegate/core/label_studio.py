@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -108,6 +110,31 @@ def export_annotations(settings: LabelStudioConfig,
     return json.loads(raw), users
 
 
+def export_tasks(value: Any, where: str) -> list[dict[str, Any]]:
+    """``value`` checked as a Label Studio JSON export (Export > JSON): a list of tasks, each an
+    object with a ``data`` object and an ``annotations`` list; raise ValueError saying what
+    ``where`` holds instead."""
+    hint = "a Label Studio JSON export (Export > JSON) is a list of tasks"
+    if not isinstance(value, list):
+        raise ValueError(f"{where} holds a JSON {type(value).__name__}, not a Label Studio "
+                         f"export: {hint}")
+    for number, item in enumerate(value, start=1):
+        if not isinstance(item, dict) or not isinstance(item.get("data"), dict):
+            raise ValueError(f"{where} is not a Label Studio export: item {number} is "
+                             f"{_shape(item)}, not a task with a 'data' object ({hint} with "
+                             "'data' and 'annotations'; rows to ingest go in a .jsonl file)")
+        if not isinstance(item.get("annotations", []), list):
+            raise ValueError(f"{where} is not a Label Studio export: the 'annotations' of item "
+                             f"{number} are {_shape(item['annotations'])}, not a list")
+    return value
+
+
+def _shape(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"an object with keys {sorted(value)[:6]}"
+    return f"a {type(value).__name__}"
+
+
 def read_export(path: str | Path) -> list[dict[str, Any]]:
     """A Label Studio JSON export file (a list of tasks with their annotations)."""
     path = Path(path)
@@ -115,7 +142,72 @@ def read_export(path: str | Path) -> list[dict[str, Any]]:
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ValueError(f"{path} is not a readable Label Studio JSON export: {err}") from err
-    if not isinstance(tasks, list):
-        raise ValueError(f"{path} holds a {type(tasks).__name__}; a Label Studio JSON export "
-                         "is a list of tasks (Export > JSON)")
-    return tasks
+    return export_tasks(tasks, str(path))
+
+
+def annotator_name(completed_by: Any, users: dict[int, str]) -> str:
+    """Who answered: username, else e-mail, else ``user-<id>`` (an export gives a dict or an
+    id; ``users`` maps ids to names when the server is at hand)."""
+    if isinstance(completed_by, dict):
+        for key in ("username", "email"):
+            if completed_by.get(key):
+                return str(completed_by[key])
+        completed_by = completed_by.get("id")
+    if not isinstance(completed_by, int | str):  # a broken export: no user to look up
+        return f"user-{completed_by}"
+    return users.get(completed_by, f"user-{completed_by}")
+
+
+def chosen_label(annotation: Any) -> str | None:
+    """The single choice of an annotation, or None (cancelled, empty, or not a choice)."""
+    if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
+        return None
+    result = annotation.get("result")
+    for item in result if isinstance(result, list) else []:
+        value = item.get("value") if isinstance(item, dict) else None
+        choices = value.get("choices") if isinstance(value, dict) else None
+        if isinstance(choices, list) and len(choices) == 1 and item.get("type") == "choices":
+            return str(choices[0])
+    return None
+
+
+@dataclass(frozen=True)
+class ReviewedTask:
+    """One exported task as a review-drop row (None when it has no usable vote, and then
+    ``problem`` says why), and the annotations it used (id -> update time)."""
+
+    row: dict[str, Any] | None
+    consumed: dict[str, str]
+    problem: str | None = None
+
+
+def review_row(task: dict[str, Any], users: dict[int, str] | None = None) -> ReviewedTask:
+    """The review-drop row of one exported task: its ``text``, ``annotator_labels`` as
+    ``{annotator: label}`` (a person's latest answer wins), ``review_of`` (the queued row's id,
+    else the task's), ``queue`` and ``annotated_at``; shared by ``finegate pull`` and by ingest
+    of an export file dropped in the landing zone."""
+    data = task.get("data") or {}
+    votes: dict[str, tuple[str, str]] = {}  # annotator -> (time, label): latest answer wins
+    consumed: dict[str, str] = {}
+    for annotation in task.get("annotations") or []:
+        label = chosen_label(annotation)
+        if label is None:
+            continue
+        when = str(annotation.get("updated_at") or annotation.get("created_at") or "")
+        consumed[str(annotation.get("id"))] = when
+        name = annotator_name(annotation.get("completed_by"), users or {})
+        if name not in votes or when >= votes[name][0]:
+            votes[name] = (when, label)
+    text = data.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return ReviewedTask(None, {}, f"Label Studio task {task.get('id')} has no text in "
+                            "data.text (the labelling config's Text tag reads $text)")
+    if not votes:
+        return ReviewedTask(None, {}, f"Label Studio task {task.get('id')} has no completed "
+                            "annotation with one choice (unanswered, skipped or empty)")
+    return ReviewedTask({
+        "text": text, "annotator_labels": {n: v[1] for n, v in votes.items()},
+        "review_of": str(data.get("row_id") or task.get("id")),
+        "queue": str(data.get("queue") or "label-studio"),
+        "annotated_at": max(v[0] for v in votes.values()) or datetime.now(UTC).isoformat(),
+    }, consumed)
