@@ -43,6 +43,7 @@ from finegate.flows.steps import (
     evaluate_model,
     find_trained_model,
     ingest_drop,
+    kfold_final_training,
     plan_drops,
     promote_model,
     pull_reviews,
@@ -140,15 +141,19 @@ def nightly_dag(config: Config, lake: Lake) -> NightlyResult:
     registered = find_trained_model(config.registry, curated.digest, config.train.digest())
     evaluation = None
     if registered is None:
-        trained = train_model(lake, curated, config.labels, config.train)
+        crossval = None
+        if config.split.strategy == "kfold":  # mean ± spread over the folds, first: the
+            crossval = cross_validate(curated, run_dir, config.label_set, config.train,
+                                      config.evaluation, config.split.folds)
+        # registered model then trains on every fold but the held-out test fold
+        trained = train_model(lake, curated, config.labels,
+                              *(kfold_final_training(crossval, config.train) if crossval
+                                else (config.train,)))
         evaluation = evaluate_model(trained.model_dir, curated.data_path, run_dir,
                                     config.label_set, config.train, config.evaluation,
                                     leaks.leaked_golden)
-        if config.split.strategy == "kfold":  # mean and spread over the folds
-            cross_validate(curated, run_dir, config.label_set, config.train,
-                           config.evaluation, config.split.folds, evaluation)
         registered = register_model(config.registry, curated, scored, gate, trained, evaluation,
-                                    config.train, lineage(config, run_name))
+                                    config.train, lineage(config, run_name), crossval)
     if not registered.decided and registered.evaluation_report:  # new, or stopped before it
         promote_model(config.registry, registered.version, registered.evaluation_report,
                       config.promotion, config.label_set, config.train,

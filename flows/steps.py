@@ -235,8 +235,9 @@ def training_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
 
 @task(name="finetune", cache_key_fn=training_cache_key, persist_result=True, retries=1)
 def train_model(lake: Lake, curated: SnapshotResult, label_names: list[str],
-                settings: TrainConfig) -> FinetuneResult:
-    """Fine-tune on the gated snapshot's train split (resumes from its checkpoint on retry)."""
+                settings: TrainConfig, data_path: str | None = None) -> FinetuneResult:
+    """Fine-tune on the gated snapshot's train split (resumes from its checkpoint on retry);
+    ``data_path``: another view of the snapshot (kfold's all-but-the-test-fold)."""
     progress = create_progress_artifact(0.0, key="finegate-training",
                                         description="Fine-tuning progress (% of steps)")
 
@@ -244,7 +245,7 @@ def train_model(lake: Lake, curated: SnapshotResult, label_names: list[str],
         update_progress_artifact(progress, 100 * step / total,
                                  description=f"step {step}/{total}, loss {loss:.3f}")
 
-    return finetune.train(curated.data_path, label_names, settings,
+    return finetune.train(data_path or curated.data_path, label_names, settings,
                           lake.model(curated.digest, settings.digest()), on_progress=show)
 
 
@@ -264,18 +265,21 @@ def evaluate_model(model_dir: str, data_path: str, run_dir: str, label_set: Labe
 
 @task(name="cross-validate")
 def cross_validate(curated: SnapshotResult, run_dir: str, label_set: LabelSet,
-                   train: TrainConfig, settings: EvaluationConfig, folds: int,
-                   final: EvaluationResult) -> str:
-    """Under kfold: one model per other fold (trained on the rest, scored on that fold) and the
-    registered model's own round (test = the last fold); mean and spread over the folds in
-    ``crossval.json``. The fold models are deleted once scored."""
+                   train: TrainConfig, settings: EvaluationConfig, folds: int) -> str:
+    """Under kfold: one model per fold (test = that fold, validation = the fold before, train =
+    the rest), scored on its fold; mean and spread over the folds in ``crossval.json``, with the
+    registered model's training (``final``: every fold but the last, for the rounds' median
+    early-stopping step; see :func:`kfold_final_training`). The fold models are deleted once
+    scored."""
     import shutil
 
+    import pyarrow.parquet as pq
+
     from finegate.core.lake import write_json
-    from finegate.core.splits import fold_summary, fold_view
+    from finegate.core.splits import final_steps, final_view, fold_summary, fold_view
 
     rounds = []
-    for fold in range(folds - 1):
+    for fold in range(folds):
         folder = Path(run_dir) / "crossval" / f"fold-{fold}"
         view = fold_view(curated.data_path, folder, fold, folds)
         trained = finetune.train(view, list(label_set.labels), train, folder / "model")
@@ -283,23 +287,44 @@ def cross_validate(curated: SnapshotResult, run_dir: str, label_set: LabelSet,
                                          train=train,
                                          evaluation=settings.model_copy(update={"golden_path": ""}))
         rounds.append({"fold": fold, "accuracy": result.accuracy, "macro_f1": result.macro_f1,
-                       "rows": result.test_rows})
+                       "rows": result.test_rows, "train_rows": trained.train_rows,
+                       "best_step": trained.params["best_step"]})
         shutil.rmtree(folder / "model")
-    rounds.append({"fold": folds - 1, "accuracy": final.accuracy, "macro_f1": final.macro_f1,
-                   "rows": final.test_rows})
     summary = fold_summary(rounds)
+    data_path = final_view(curated.data_path, Path(run_dir) / "crossval" / "final", folds)
+    fold_of_row = pq.read_table(data_path, columns=["fold"]).column("fold").to_pylist()
+    summary["final"] = {"data_path": data_path, "held_out_fold": folds - 1,
+                        "train_rows": sum(f != folds - 1 for f in fold_of_row),
+                        "steps": final_steps(rounds)}
     print(f"{folds}-fold cross-validation: macro-F1 {summary['macro_f1']['mean']:.3f} ± "
-          f"{summary['macro_f1']['std']:.3f}")
+          f"{summary['macro_f1']['std']:.3f}; the registered model trains on "
+          f"{summary['final']['train_rows']} rows (all folds but fold {folds - 1})")
     return str(write_json(Path(run_dir) / "crossval.json", summary))
+
+
+def kfold_final_training(crossval_path: str, train: TrainConfig) -> tuple[TrainConfig, str]:
+    """The registered model's training settings and data under kfold: the cross-validation's
+    median early-stopping step as the step cap (on GPU and CPU; the configured budget when no
+    round stopped anywhere) and the view with every fold but the held-out last one as train."""
+    from finegate.core.lake import read_json
+
+    final = read_json(Path(crossval_path))["final"]
+    steps = final["steps"]
+    settings = (train.model_copy(update={"max_steps": steps, "cpu_max_steps": steps})
+                if steps else train)
+    return settings, final["data_path"]
 
 
 @task(name="register", retries=2, retry_delay_seconds=2)
 def register_model(registry: RegistrySettings, curated: SnapshotResult, scored: QualityResult,
                    gate: GateResult, trained: FinetuneResult, evaluation: EvaluationResult,
-                   train: TrainConfig, lineage: register.RunLineage) -> RegisterResult:
-    """An MLflow run and a registered model version with its lineage."""
+                   train: TrainConfig, lineage: register.RunLineage,
+                   crossval_path: str | None = None) -> RegisterResult:
+    """An MLflow run and a registered model version with its lineage (and, under kfold, the
+    cross-validation figures)."""
     return register.register_model(registry, curated, scored.scorecard_path, gate.gate_path,
-                                   trained, evaluation, train=train, lineage=lineage)
+                                   trained, evaluation, train=train, lineage=lineage,
+                                   crossval_path=crossval_path)
 
 
 @task(name="promote", retries=1, retry_delay_seconds=2)

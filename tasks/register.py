@@ -44,14 +44,18 @@ class RunLineage:
 
 def register_model(settings: RegistrySettings, snapshot: SnapshotResult, scorecard_path: str,
                    gate_path: str, trained: FinetuneResult, evaluation: EvaluationResult, *,
-                   train: TrainConfig, lineage: RunLineage) -> RegisterResult:
+                   train: TrainConfig, lineage: RunLineage,
+                   crossval_path: str | None = None) -> RegisterResult:
     """Log an MLflow run with the model's lineage, metrics and reports; register the model,
-    tagged with its snapshot and training digests (``train`` gives the latter)."""
+    tagged with its snapshot and training digests (``train`` gives the latter).
+    ``crossval_path`` (kfold): the cross-validation's ``crossval.json``, logged as metrics,
+    params, an artifact and a model card section."""
     import mlflow
 
     scorecard = read_json(Path(scorecard_path))
+    crossval = read_json(Path(crossval_path)) if crossval_path else None
     card = model_card(settings.model_name, lineage.labels, snapshot, scorecard,
-                      read_json(Path(gate_path)), trained, evaluation)
+                      read_json(Path(gate_path)), trained, evaluation, crossval=crossval)
     # A retry after a partial failure must not register the same snapshot twice; it finishes
     # what the failed try left undone (the version's model card).
     existing = find_registered(settings, snapshot.digest, train.digest())
@@ -65,6 +69,8 @@ def register_model(settings: RegistrySettings, snapshot: SnapshotResult, scoreca
     with mlflow.start_run(experiment_id=ensure_experiment(settings),
                           run_name=lineage.run_name) as run:
         log_params_and_metrics(trained, evaluation, scorecard, lineage)
+        if crossval is not None:
+            log_crossval(crossval, str(crossval_path))
         log_lineage(snapshot, lineage)
         log_reports(snapshot, scorecard_path, gate_path, evaluation.report_path, card)
         model_uri = log_model(trained.model_dir)
@@ -97,6 +103,49 @@ def log_params_and_metrics(trained: FinetuneResult, evaluation: EvaluationResult
                         "train_rows": trained.train_rows, "test_rows": evaluation.test_rows})
     mlflow.log_metrics({f"quality.{k}": float(v) for k, v in scorecard.items()
                         if isinstance(v, int | float) and not isinstance(v, bool)})
+
+
+def crossval_metrics(crossval: dict[str, Any]) -> dict[str, float]:
+    """The cross-validation figures as MLflow metrics: mean and spread, and every fold's."""
+    metrics = {f"cv_{m}_{s}": float(crossval[m][s]) for m in ("accuracy", "macro_f1")
+               for s in ("mean", "std")}
+    for r in crossval["rounds"]:
+        metrics.update({f"cv_fold_{r['fold']}_accuracy": float(r["accuracy"]),
+                        f"cv_fold_{r['fold']}_macro_f1": float(r["macro_f1"]),
+                        f"cv_fold_{r['fold']}_rows": float(r["rows"])})
+    return metrics
+
+
+def log_crossval(crossval: dict[str, Any], path: str) -> None:
+    """Under kfold: the cross-validation figures (metrics), what the registered model trained
+    on (params) and ``crossval.json`` (artifact) in the active run."""
+    import mlflow
+
+    final = crossval["final"]
+    mlflow.log_metrics(crossval_metrics(crossval))
+    mlflow.log_params({"kfold.folds": crossval["folds"],
+                       "kfold.held_out_fold": final["held_out_fold"],
+                       "kfold.train_rows": final["train_rows"],
+                       "kfold.steps": final["steps"]})
+    mlflow.log_artifact(path, artifact_path="evaluation")
+
+
+def crossval_card(crossval: dict[str, Any] | None) -> str:
+    """The model card's cross-validation section (kfold), empty otherwise."""
+    if not crossval:
+        return ""
+    final = crossval["final"]
+    folds = "\n".join(f"  - fold {r['fold']}: macro-F1 {r['macro_f1']:.3f}, accuracy "
+                      f"{r['accuracy']:.3f} on {r['rows']} rows" for r in crossval["rounds"])
+    steps = (f"{final['steps']} steps (the rounds' median early-stopping step)"
+             if final["steps"] else "the configured step budget")
+    return (f"\n## Cross-validation ({crossval['folds']} folds)\n"
+            f"- macro-F1 {crossval['macro_f1']['mean']:.3f} ± {crossval['macro_f1']['std']:.3f}, "
+            f"accuracy {crossval['accuracy']['mean']:.3f} ± {crossval['accuracy']['std']:.3f} "
+            f"(mean ± standard deviation over the folds)\n{folds}\n"
+            f"- this model: trained on every fold but fold {final['held_out_fold']} "
+            f"({final['train_rows']} rows) for {steps}; fold {final['held_out_fold']} is its "
+            f"held-out test split\n")
 
 
 def log_lineage(snapshot: SnapshotResult, lineage: RunLineage) -> None:
@@ -188,8 +237,9 @@ def policy_check_line(check: dict[str, Any] | None) -> str:
 
 def model_card(model_name: str, labels: list[str], snapshot: SnapshotResult,
                scorecard: dict[str, Any], gate: dict[str, Any], trained: FinetuneResult,
-               evaluation: EvaluationResult) -> str:
-    """A Markdown model card: data, quality, gate, metrics, training, hardware, time."""
+               evaluation: EvaluationResult, crossval: dict[str, Any] | None = None) -> str:
+    """A Markdown model card: data, quality, gate, metrics (with the cross-validation under
+    kfold), training, hardware, time."""
     import platform
 
     import torch
@@ -218,7 +268,7 @@ Sequence classifier over {", ".join(labels)}, fine-tuned by Finegate.
 ## Metrics
 - test split: accuracy {evaluation.accuracy:.3f}, macro-F1 {evaluation.macro_f1:.3f} on
   {evaluation.test_rows} rows
-{golden}
+{golden}{crossval_card(crossval)}
 ## Training
 {params}
 - hardware: {hardware}; {trained.seconds:.0f} s, {trained.samples_per_second:.1f} samples/s

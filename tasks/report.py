@@ -173,7 +173,11 @@ def crossval_parts(run_dir: str) -> list[str]:
     return [f"<h2>Cross-validation over {cv['folds']} folds: macro-F1 "
             f"{cv['macro_f1']['mean']:.3f} ± {cv['macro_f1']['std']:.3f}, accuracy "
             f"{cv['accuracy']['mean']:.3f} ± {cv['accuracy']['std']:.3f}</h2>",
-            table(cv["rounds"])]
+            table(cv["rounds"]),
+            *([f"<p>The registered model trained on every fold but fold "
+               f"{cv['final']['held_out_fold']} ({cv['final']['train_rows']} rows, "
+               f"{cv['final']['steps'] or 'the configured'} steps); that fold is its test "
+               f"split.</p>"] if "final" in cv else [])]
 
 
 def render_report(run: ReportInputs, out: Path) -> Path:

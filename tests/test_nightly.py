@@ -388,3 +388,28 @@ def test_a_review_drop_relabels_a_row_in_the_snapshot_scorecard_and_model_card(
     assert run.data.metrics["quality.human_relabels"] == 1
     version = client.get_model_version(small_config.model_name, result.registered.version)
     assert "human review: 1 rows decided by people (1 relabelled" in version.description
+
+
+def test_kfold_registers_a_model_trained_on_every_fold_but_the_held_out_test_fold(
+        small_config: Config) -> None:
+    """Under kfold the night cross-validates first, then registers a model trained on every
+    fold but the last: its training rows are the snapshot's minus that fold's, its test split
+    is that fold, and the cross-validation figures are in MLflow and the model card."""
+    from finegate.core.config import SplitConfig
+    from finegate.core.lake import read_json
+
+    config = small_config.model_copy(update={"split": SplitConfig(strategy="kfold", folds=3)})
+    result = run_nightly(config)
+    folds = pq.read_table(result.snapshot.data_path, columns=["fold"]).to_pandas()["fold"]
+    held_out = int((folds == 2).sum())
+    cv = read_json(Path(result.run_dir) / "crossval.json")
+    assert [r["rows"] for r in cv["rounds"]] == [int((folds == f).sum()) for f in range(3)]
+    assert result.evaluation.test_rows == held_out
+    run = registry(config).get_run(result.registered.run_id)
+    assert run.data.params["kfold.train_rows"] == str(result.snapshot.rows - held_out)
+    assert run.data.metrics["train_rows"] == result.snapshot.rows - held_out
+    assert run.data.metrics["cv_macro_f1_mean"] == pytest.approx(cv["macro_f1"]["mean"])
+    assert int(run.data.params["train.steps"]) == cv["final"]["steps"] > 0
+    version = registry(config).get_model_version(config.model_name, result.registered.version)
+    assert "## Cross-validation (3 folds)" in version.description
+    assert version.tags["finegate.promotion.set"] == "golden"  # decided on rows never trained on

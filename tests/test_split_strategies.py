@@ -163,34 +163,75 @@ def test_a_related_pair_never_straddles_train_and_test(tmp_path: Path, strategy:
 
 
 def test_kfold_cross_validation_scores_every_fold(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from finegate.core.config import EvaluationConfig, TrainConfig
-    from finegate.flows.steps import cross_validate
+    """Every fold is scored by a model that never saw it; the registered model then trains on
+    every fold but the last (its held-out test split) for the rounds' median early-stopping
+    step, and its registration carries the cross-validation figures (MLflow and model card)."""
+    import math
+
+    from finegate.core.config import Config, EvaluationConfig, TrainConfig
+    from finegate.core.registry import client
+    from finegate.flows.steps import cross_validate, kfold_final_training
     from finegate.tasks.evaluate import evaluate_model
     from finegate.tasks.finetune import train
+    from finegate.tasks.register import RunLineage, register_model
     from finegate.tasks.report import crossval_parts
     from tests.factories import LABEL_SET
 
     landing, lake = tmp_path / "landing", Lake.at(tmp_path / "lake")
     write_drop(landing, "n1", skewed_rows({"tech": 30, "sports": 30, "politics": 30}, 3, "k"))
     _, dedup, review = curate(landing, lake, drops=("n1",))
-    snapshot = build_curated_snapshot(lake, ["n1"], dedup, review,
-                                      SplitConfig(strategy="kfold", folds=3))
-    settings = TrainConfig(model_path=str(tiny_model_dir), device="cpu", cpu_max_steps=1,
-                           cpu_max_length=16, cpu_batch_size=8)
+    split = SplitConfig(strategy="kfold", folds=3)
+    snapshot = build_curated_snapshot(lake, ["n1"], dedup, review, split)
+    settings = TrainConfig(model_path=str(tiny_model_dir), device="cpu", cpu_max_steps=3,
+                           cpu_eval_every=1, patience=1, cpu_max_length=16, cpu_batch_size=8)
     run = tmp_path / "run"
-    model = train(snapshot.data_path, LABELS, settings, tmp_path / "model")
-    final = evaluate_model(model.model_dir, snapshot.data_path, run, label_set=LABEL_SET,
-                           train=settings, evaluation=EvaluationConfig())
-    path = cross_validate.fn(snapshot, str(run), LABEL_SET, settings, EvaluationConfig(), 3, final)
+    path = cross_validate.fn(snapshot, str(run), LABEL_SET, settings, EvaluationConfig(), 3)
     cv = read_json(Path(path))
     folds = snapshot_frame(snapshot)["fold"].value_counts()
     assert [r["fold"] for r in cv["rounds"]] == [0, 1, 2]
     assert [r["rows"] for r in cv["rounds"]] == [folds[0], folds[1], folds[2]]  # each its fold
+    assert [r["train_rows"] for r in cv["rounds"]] == [folds[1], folds[2], folds[0]]
     scores = [r["macro_f1"] for r in cv["rounds"]]
     assert cv["macro_f1"]["mean"] == pytest.approx(sum(scores) / 3)
     assert cv["macro_f1"]["std"] == pytest.approx(pd.Series(scores).std())
     assert not any((run / "crossval").glob("*/model"))  # fold models are not kept
-    assert "Cross-validation over 3 folds" in "".join(crossval_parts(str(run)))
+    parts = "".join(crossval_parts(str(run)))
+    assert "Cross-validation over 3 folds" in parts and "every fold but fold 2" in parts
+
+    # the registered model: every fold but the last, for the median early-stopping step
+    best = sorted(r["best_step"] for r in cv["rounds"])
+    assert all(1 <= b <= 3 for b in best) and cv["final"]["steps"] == math.ceil(best[1])
+    final_settings, data_path = kfold_final_training(path, settings)
+    trained = train(data_path, LABELS, final_settings, tmp_path / "model")
+    assert trained.train_rows == snapshot.rows - folds[2] == cv["final"]["train_rows"]
+    assert trained.steps == cv["final"]["steps"]
+    evaluation = evaluate_model(trained.model_dir, snapshot.data_path, run, label_set=LABEL_SET,
+                                train=settings, evaluation=EvaluationConfig())
+    assert evaluation.test_rows == folds[2]  # the held-out fold, never trained on
+
+    config = Config(lake_path=str(tmp_path / "lake"))
+    scorecard, gate = tmp_path / "scorecard.json", tmp_path / "gate.json"
+    scorecard.write_text(json.dumps({"rows": snapshot.rows, "class_balance": 1.0,
+                                     "duplicate_ratio": 0.0, "noise_ratio": 0.0,
+                                     "quarantine_ratio": 0.0}))
+    gate.write_text(json.dumps({"passed": True, "warnings": []}))
+    lineage = RunLineage(run_name="r1", flow_run_id="", landing_path=str(landing),
+                         labels=LABELS, split=split)
+    registered = register_model(config.registry, snapshot, str(scorecard), str(gate), trained,
+                                evaluation, train=settings, lineage=lineage, crossval_path=path)
+    logged = client(config.registry).get_run(registered.run_id).data
+    assert logged.params["kfold.train_rows"] == str(snapshot.rows - folds[2])
+    assert logged.params["kfold.held_out_fold"] == "2"
+    assert logged.metrics["train_rows"] == snapshot.rows - folds[2]
+    assert logged.metrics["cv_macro_f1_mean"] == pytest.approx(cv["macro_f1"]["mean"])
+    assert logged.metrics["cv_macro_f1_std"] == pytest.approx(cv["macro_f1"]["std"])
+    assert [logged.metrics[f"cv_fold_{f}_macro_f1"] for f in range(3)] == pytest.approx(scores)
+    card = client(config.registry).get_model_version(config.model_name,
+                                                     registered.version).description
+    assert (f"macro-F1 {cv['macro_f1']['mean']:.3f} ± {cv['macro_f1']['std']:.3f}" in card
+            and "## Cross-validation (3 folds)" in card)
+    assert f"fold 1: macro-F1 {scores[1]:.3f}" in card
+    assert f"every fold but fold 2 ({snapshot.rows - folds[2]} rows)" in card
 
 
 def test_time_ignores_review_drops_when_it_picks_the_newest_data(tmp_path: Path) -> None:

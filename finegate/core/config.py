@@ -111,8 +111,9 @@ class SplitConfig(Strict):
     rows fill each label's deficit). ``time``: the newest ``test_drops`` drops (by name) are the
     test split, the ``validation_drops`` before them validation (0: validation is drawn by hash
     from the older drops), the rest train. ``kfold``: every row gets a fold ``0..folds-1`` (hash
-    of its anchor); the last fold is test and the one before it validation. Rows related by
-    dedup (one split anchor) always share their split and fold.
+    of its anchor); the last fold is test and the one before it validation; the nightly
+    cross-validates over the folds and registers a model trained on every fold but the last.
+    Rows related by dedup (one split anchor) always share their split and fold.
     """
 
     strategy: str = Field(default="hash", pattern="^(hash|stratified|time|kfold)$")

@@ -19,12 +19,16 @@ dedup stage relates it to), so related rows always share a split. Strategies
 - ``kfold``: every group's fold is ``floor(hash position * folds)``: stable and anchor-aware;
   the last fold is test, the one before it validation, the others train. Cross-validation
   rounds (:func:`fold_view`) move the test fold; :func:`fold_summary` gives mean and spread.
+  The registered model trains on every fold but the last (:func:`final_view`: the validation
+  fold is training data too) for the rounds' median early-stopping step (:func:`final_steps`);
+  the last fold stays held out, so its test score and promotion are on rows never trained on.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -142,14 +146,37 @@ def fold_view(data_path: str, out: Path, fold: int, folds: int) -> str:
     """One cross-validation round of a kfold snapshot, written to ``out/data``: fold ``fold``
     is test, the fold before it validation, the others train (round ``folds-1`` is the
     snapshot's own split)."""
+    return write_view(data_path, out, lambda f: "test" if f == fold else
+                      "validation" if f == (fold - 1) % folds else "train")
+
+
+def final_view(data_path: str, out: Path, folds: int) -> str:
+    """The registered model's data under kfold, written to ``out/data``: the last fold is test
+    (held out), every other fold (the validation fold too) is train; no validation split."""
+    return write_view(data_path, out, lambda f: "test" if f == folds - 1 else "train")
+
+
+def write_view(data_path: str, out: Path, split_of_fold: Callable[[int], str]) -> str:
+    """The snapshot's rows with the split ``split_of_fold(fold)``, as ``out/data``."""
     import pyarrow.parquet as pq
 
     rows = pq.read_table(data_path, columns=["id", "text", "label", "fold"]).to_pandas()
-    rows["split"] = [("test" if f == fold else "validation" if f == (fold - 1) % folds
-                      else "train") for f in rows["fold"]]
+    rows["split"] = [split_of_fold(f) for f in rows["fold"]]
     (out / "data").mkdir(parents=True, exist_ok=True)
     rows.to_parquet(out / "data" / "rows.parquet", index=False)
     return str(out / "data")
+
+
+def final_steps(rounds: list[dict[str, float]]) -> int:
+    """The registered model's step budget under kfold: the median of the rounds' early-stopping
+    points (``best_step``, the step of the best validation macro-F1), rounded up; 0 (the
+    configured budget) when no round had one."""
+    import math
+
+    import numpy as np
+
+    steps = [r["best_step"] for r in rounds if r.get("best_step")]
+    return int(math.ceil(float(np.median(steps)))) if steps else 0
 
 
 def fold_summary(rounds: list[dict[str, float]]) -> dict[str, object]:
