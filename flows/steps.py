@@ -372,6 +372,11 @@ def review_queue(lake: Lake, labels: list[str], settings: QueueConfig,
     logger = get_run_logger()
     try:
         scorer, why = queue.champion_scorer(registry, train)
+        last = queue.latest_queue(lake)
+        if last and last.get("key") == queue.queue_key(lake, labels, settings, scorer.version):
+            logger.info("review queue %s still stands: same snapshot, model and settings",
+                        last["queue"])
+            return None
         try:
             result = queue.build_queue(lake, labels, settings, scorer)
         except Exception as err:  # noqa: BLE001

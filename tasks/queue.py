@@ -12,10 +12,12 @@ prediction), its labelling config, JSONL and CSV; optionally pushed to a Label S
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -223,6 +225,23 @@ def pushed_ids(lake: Lake) -> set[str]:
     return set(read_json(path)["ids"]) if path.is_file() else set()
 
 
+def queue_key(lake: Lake, labels: list[str], settings: QueueConfig, model_version: str,
+              ) -> str:
+    """What a queue is built from: the latest snapshot (its digest covers the label review's
+    drops too), the scoring model, the settings and the label set."""
+    snapshot = read_json(lake.latest_snapshot)["snapshot"] if lake.latest_snapshot.is_file() \
+        else ""
+    payload = json.dumps([snapshot, model_version, settings.model_dump(), labels],
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def latest_queue(lake: Lake) -> dict[str, Any] | None:
+    """The summary of the newest queue written (None before the first)."""
+    summaries = list((review_root(lake) / "queues").glob("*/summary.json"))
+    return read_json(max(summaries, key=lambda p: p.stat().st_mtime)) if summaries else None
+
+
 def build_queue(lake: Lake, labels: list[str], settings: QueueConfig,
                 scorer: Scorer | None = None, name: str | None = None) -> QueueResult:
     """Rank the candidates, fill the budget, write the queue's files; rows already pushed to
@@ -240,7 +259,9 @@ def build_queue(lake: Lake, labels: list[str], settings: QueueConfig,
     counts = table["picked_by"].value_counts().to_dict() if len(table) else {}
     write_json(folder / "summary.json", {"queue": name, "rows": len(table), "model": note,
                                          "by_source": counts, "candidates": len(rows),
-                                         "settings": settings.model_dump()})
+                                         "settings": settings.model_dump(),
+                                         "key": queue_key(lake, labels, settings,
+                                                          scorer.version)})
     return QueueResult(name=name, folder=str(folder), rows=len(table), candidates=len(rows),
                        by_source={s: int(counts.get(s, 0)) for s in SOURCES}, model=note,
                        model_version=scorer.version, **written)

@@ -413,3 +413,11 @@ def test_kfold_registers_a_model_trained_on_every_fold_but_the_held_out_test_fol
     version = registry(config).get_model_version(config.model_name, result.registered.version)
     assert "## Cross-validation (3 folds)" in version.description
     assert version.tags["finegate.promotion.set"] == "golden"  # decided on rows never trained on
+
+
+def test_a_night_with_nothing_new_keeps_the_review_queue(nights: Nights) -> None:
+    """Nights 2 and 4 bring no drop and keep the champion: their queue would be the same
+    (and re-scoring the snapshot with the champion costs minutes on CPU), so it stands."""
+    queues = sorted(p.parent.name for p in (Path(nights.config.lake_path) / "review" /
+                                           "queues").glob("*/summary.json"))
+    assert len(queues) == 2, queues

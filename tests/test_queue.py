@@ -193,3 +193,18 @@ def test_cli_queue_and_pull_from_an_export_file(reviewed_lake, tmp_path):
     empty.write_text(f"landing_path: {tmp_path / 'landing'}\nlake_path: {tmp_path / 'none'}\n")
     missing = CliRunner().invoke(app, ["queue", "--config", str(empty)])
     assert missing.exit_code == 1 and "no snapshot yet" in missing.output
+
+
+def test_a_queue_records_what_it_was_built_from(reviewed_lake):
+    """The nightly queue is skipped when its inputs did not change (a night with nothing new
+    would otherwise re-score the whole snapshot with the champion: minutes on CPU)."""
+    from finegate.tasks.queue import latest_queue, queue_key
+
+    lake, _ = reviewed_lake
+    settings = QueueConfig(budget=10)
+    build_queue(lake, LABELS, settings, name="q-key")
+    key = latest_queue(lake)["key"]
+    assert key == queue_key(lake, LABELS, settings, "tfidf-stand-in")
+    assert key != queue_key(lake, LABELS, settings, "finegate-classifier/2")  # a new champion
+    assert key != queue_key(lake, LABELS, QueueConfig(budget=20), "tfidf-stand-in")
+    assert latest_queue(lake)["queue"] == "q-key"
