@@ -47,6 +47,7 @@ from threadpoolctl import threadpool_limits
 
 from finegate.core import minhash as mh
 from finegate.core.near_dedup import exact_jaccard as set_jaccard
+from finegate.core.near_dedup import uncertain
 
 OUT = Path(__file__).resolve().parent / "results" / "minhash_engines.json"
 CONFIG = mh.MinhashConfig()  # bigrams, 128 permutations, threshold 0.5, seed 1
@@ -274,12 +275,19 @@ def detect_numpy(documents: list[str], config: mh.MinhashConfig = CONFIG) -> dic
             "detected": verified(candidates, signatures, config.threshold)}
 
 
-def exactly_verified(candidates: np.ndarray, sets: tuple[np.ndarray, np.ndarray], n: int,
-                     threshold: float) -> np.ndarray:
-    """The candidate pair keys whose EXACT Jaccard of shingle sets is >= ``threshold``
-    (``finegate.core.near_dedup.exact_jaccard``, as the dedup stage verifies)."""
+def exactly_verified(candidates: np.ndarray, sets: tuple[np.ndarray, np.ndarray],
+                     signatures: np.ndarray, threshold: float) -> np.ndarray:
+    """The candidate pair keys whose EXACT Jaccard of shingle sets is >= ``threshold``, as the
+    dedup stage verifies: exactly (``near_dedup.exact_jaccard``) where the estimate is within
+    ``near_dedup.EXACT_MARGIN`` of the threshold, by the estimate elsewhere."""
+    n = len(signatures)
     pairs = np.stack([candidates // n, candidates % n], axis=1)
-    return candidates[set_jaccard(sets, sets, pairs) >= threshold] if len(pairs) else candidates
+    if not len(pairs):
+        return candidates
+    similarity = mh.estimated_jaccard(signatures[pairs[:, 0]], signatures[pairs[:, 1]])
+    check = uncertain(similarity, threshold, threshold)
+    similarity[check] = set_jaccard(sets, sets, pairs[check])
+    return candidates[similarity >= threshold]
 
 
 def detect_stage(documents: list[str], sets: tuple[np.ndarray, np.ndarray], exact: bool,
@@ -293,7 +301,7 @@ def detect_stage(documents: list[str], sets: tuple[np.ndarray, np.ndarray], exac
     config = mh.MinhashConfig(threshold=banded)
     signatures = mh.signatures(documents, config)
     candidates = banded_candidates(mh.band_keys(signatures, config))
-    detected = (exactly_verified(candidates, sets, len(documents), threshold) if exact
+    detected = (exactly_verified(candidates, sets, signatures, threshold) if exact
                 else verified(candidates, signatures, threshold))
     return {"signatures": signatures, "candidates": len(candidates), "candidate_keys": candidates,
             "detected": detected, "banding": config.banding}

@@ -53,7 +53,7 @@ from finegate.core.dedup_index import (
 )
 from finegate.core.lake import Lake, read_json, write_json
 from finegate.core.minhash import MinhashConfig, band_keys, signatures
-from finegate.core.near_dedup import UnionFind, candidate_pairs, exact_jaccard
+from finegate.core.near_dedup import UnionFind, candidate_pairs, exact_jaccard, uncertain
 from finegate.core.results import DedupResult
 from finegate.core.schemas import (
     CONFLICTS_SCHEMA,
@@ -285,17 +285,23 @@ def verify_pairs(new: Rows, old: Rows, live: np.ndarray, old_pairs: np.ndarray,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For the candidate pairs (new, old) and (new, new): near duplicate, and related.
 
-    Near duplicate: exact Jaccard ≥ ``threshold`` (the estimate where a row's text is not
-    available). Related: exact Jaccard or estimate ≥ ``related_threshold``."""
+    Near duplicate: exact Jaccard ≥ ``threshold``. Related: exact Jaccard or estimate ≥
+    ``related_threshold``. The exact Jaccard is computed (texts read) only for pairs whose
+    estimate is within ``EXACT_MARGIN`` of the thresholds (:func:`uncertain`); the estimate is
+    kept elsewhere and where a row's text is not available."""
     sig = new.signatures[live]
     estimate_old = (sig[old_pairs[:, 0]] == old.signatures[old_pairs[:, 1]]).mean(axis=1) \
         if len(old_pairs) else np.empty(0)
     estimate_new = (sig[new_pairs[:, 0]] == sig[new_pairs[:, 1]]).mean(axis=1) \
         if len(new_pairs) else np.empty(0)
     exact_old, exact_new = estimate_old, estimate_new
-    if sets_of is not None and (len(old_pairs) or len(new_pairs)):
-        new_rows = np.unique(np.concatenate([old_pairs[:, 0], new_pairs.ravel()]))
-        old_rows = np.unique(old_pairs[:, 1])
+    low, high = settings.related_threshold, settings.threshold
+    check_old = uncertain(estimate_old, low, high)  # only these pairs' texts are read
+    check_new = uncertain(estimate_new, low, high)
+    if sets_of is not None and (check_old.any() or check_new.any()):
+        new_rows = np.unique(np.concatenate([old_pairs[check_old, 0],
+                                             new_pairs[check_new].ravel()]))
+        old_rows = np.unique(old_pairs[check_old, 1])
         keys = pd.concat([new.keys.iloc[live[new_rows]], old.keys.iloc[old_rows]],
                          ignore_index=True)[["drop", "source", "position"]]
         sets, found = sets_of(keys)
@@ -303,15 +309,23 @@ def verify_pairs(new: Rows, old: Rows, live: np.ndarray, old_pairs: np.ndarray,
         new_at[new_rows] = np.arange(len(new_rows))
         old_at = np.full(len(old.keys), -1, np.int64)
         old_at[old_rows] = len(new_rows) + np.arange(len(old_rows))
-        both_old = np.stack([new_at[old_pairs[:, 0]], old_at[old_pairs[:, 1]]], axis=1)
-        both_new = new_at[new_pairs]
-        exact_old = np.where(found[both_old].all(axis=1),
-                             exact_jaccard(sets, sets, both_old), estimate_old)
-        exact_new = np.where(found[both_new].all(axis=1),
-                             exact_jaccard(sets, sets, both_new), estimate_new)
-    low = settings.related_threshold
+        exact_old = _exact_where(estimate_old, check_old, sets, found, np.stack(
+            [new_at[old_pairs[:, 0]], old_at[old_pairs[:, 1]]], axis=1))
+        exact_new = _exact_where(estimate_new, check_new, sets, found, new_at[new_pairs])
     return (exact_old >= settings.threshold, np.maximum(exact_old, estimate_old) >= low,
             exact_new >= settings.threshold, np.maximum(exact_new, estimate_new) >= low)
+
+
+def _exact_where(estimate: np.ndarray, check: np.ndarray, sets: Sets, found: np.ndarray,
+                 at: np.ndarray) -> np.ndarray:
+    """The estimate, replaced by the exact Jaccard on the checked pairs whose texts were found
+    (``at``: each pair's two positions in ``sets``)."""
+    result = estimate.copy()
+    rows = np.flatnonzero(check)
+    rows = rows[found[at[rows]].all(axis=1)]
+    if len(rows):
+        result[rows] = exact_jaccard(sets, sets, at[rows])
+    return result
 
 
 def content_duplicate(row: dict[str, Any], root: dict[str, Any], exact: bool,

@@ -112,6 +112,18 @@ def _gather(flat: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarr
     return flat[np.repeat(starts, sizes) + within]
 
 
+EXACT_MARGIN = 0.2  # only estimates this close to a threshold are checked exactly
+
+
+def uncertain(estimate: np.ndarray, low: float, high: float,
+              margin: float = EXACT_MARGIN) -> np.ndarray:
+    """Where a MinHash ``estimate`` is within ``margin`` of the thresholds ``low..high`` and so
+    needs the exact Jaccard. Further away it is trusted: its sd is at most 0.044 at 128
+    permutations (``sqrt(J(1-J)/num_perm)``), so 0.2 is 4.5 sd (~3e-6 chance of a wrong side);
+    this keeps the texts read per night to the pairs near a threshold."""
+    return (estimate >= low - margin) & (estimate < high + margin)
+
+
 def exact_verified_pairs(sets_a: tuple[np.ndarray, np.ndarray],
                          sets_b: tuple[np.ndarray, np.ndarray], pairs: np.ndarray,
                          threshold: float) -> np.ndarray:
