@@ -46,6 +46,8 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from finegate.core import minhash as mh
+from finegate.core.near_dedup import exact_jaccard as set_jaccard
+from finegate.core.near_dedup import uncertain
 
 OUT = Path(__file__).resolve().parent / "results" / "minhash_engines.json"
 CONFIG = mh.MinhashConfig()  # bigrams, 128 permutations, threshold 0.5, seed 1
@@ -269,8 +271,40 @@ def detect_numpy(documents: list[str], config: mh.MinhashConfig = CONFIG) -> dic
     """The NumPy engine: ``signatures``, ``band_keys`` candidates, estimate >= threshold."""
     signatures = mh.signatures(documents, config)
     candidates = banded_candidates(mh.band_keys(signatures, config))
-    return {"signatures": signatures, "candidates": len(candidates),
+    return {"signatures": signatures, "candidates": len(candidates), "candidate_keys": candidates,
             "detected": verified(candidates, signatures, config.threshold)}
+
+
+def exactly_verified(candidates: np.ndarray, sets: tuple[np.ndarray, np.ndarray],
+                     signatures: np.ndarray, threshold: float) -> np.ndarray:
+    """The candidate pair keys whose EXACT Jaccard of shingle sets is >= ``threshold``, as the
+    dedup stage verifies: exactly (``near_dedup.exact_jaccard``) where the estimate is within
+    ``near_dedup.EXACT_MARGIN`` of the threshold, by the estimate elsewhere."""
+    n = len(signatures)
+    pairs = np.stack([candidates // n, candidates % n], axis=1)
+    if not len(pairs):
+        return candidates
+    similarity = mh.estimated_jaccard(signatures[pairs[:, 0]], signatures[pairs[:, 1]])
+    check = uncertain(similarity, threshold, threshold)
+    similarity[check] = set_jaccard(sets, sets, pairs[check])
+    return candidates[similarity >= threshold]
+
+
+def detect_stage(documents: list[str], sets: tuple[np.ndarray, np.ndarray], exact: bool,
+                 margin_banding: bool, threshold: float = CONFIG.threshold) -> dict:
+    """Finegate's NumPy engine verified on the estimate or on exact Jaccard; LSH banded for
+    ``threshold`` or, as the dedup stage does (``dedup_index.minhash_config``), 0.1 below the
+    related threshold: 0.3 for the defaults (0.5, related 0.4); for other thresholds (the
+    curve) 0.1 below ``threshold`` itself."""
+    banded = max(0.05, (0.3 if threshold == CONFIG.threshold else threshold - 0.1)) \
+        if margin_banding else threshold
+    config = mh.MinhashConfig(threshold=banded)
+    signatures = mh.signatures(documents, config)
+    candidates = banded_candidates(mh.band_keys(signatures, config))
+    detected = (exactly_verified(candidates, sets, signatures, threshold) if exact
+                else verified(candidates, signatures, threshold))
+    return {"signatures": signatures, "candidates": len(candidates), "candidate_keys": candidates,
+            "detected": detected, "banding": config.banding}
 
 
 def detect_datasketch(shingle_lists: list[list[bytes]]) -> dict:
@@ -351,13 +385,22 @@ def quality_run(articles: list[str], isolated: list[int], per_rate: int, seed: i
     positives = {k for k, j in exact.items() if j >= CONFIG.threshold}
     clear = {k for k, j in exact.items() if j >= CONFIG.threshold + 0.1}  # not at the boundary
     rensa_same, rensa_own = detect_rensa(lists)
+    sets = mh.shingle_sets(documents, CONFIG.shingle_size)
     runs = {"datasketch (MinHashLSH 25x5)": detect_datasketch(lists),
             "rensa R-MinHash (same banding 25x5)": rensa_same,
             f"rensa R-MinHash (RMinHashLSH {RENSA_NATIVE_BANDS}x4)": rensa_own,
-            "Finegate NumPy (band_keys 25x5)": detect_numpy(documents)}
+            "Finegate NumPy (band_keys 25x5)": detect_numpy(documents),
+            "Finegate NumPy 25x5, exact-Jaccard verify": detect_stage(documents, sets, True, False),
+            "Finegate dedup stage 37x3, estimate verify (before)":
+                detect_stage(documents, sets, False, True),
+            "Finegate dedup stage 37x3, exact-Jaccard verify (now)":
+                detect_stage(documents, sets, True, True)}
     engines = {}
     for name, run in runs.items():
+        candidate_recall = (precision_recall(run["candidate_keys"], positives)["recall"]
+                            if "candidate_keys" in run else None)
         engines[name] = {"exact": precision_recall(run["detected"], positives),
+                         "candidate_recall_exact_j_ge_0.5": candidate_recall,
                          "recall_exact_j_ge_0.6": precision_recall(run["detected"],
                                                                    clear)["recall"],
                          "planted": planted_scores(run["detected"], planted, n, len(articles)),
@@ -370,8 +413,12 @@ def quality_run(articles: list[str], isolated: list[int], per_rate: int, seed: i
         config = mh.MinhashConfig(threshold=threshold)
         candidates = banded_candidates(mh.band_keys(signatures, config))
         truth = {k for k, j in exact.items() if j >= threshold}
+        stage = detect_stage(documents, sets, True, True, threshold)
         curve[f"{threshold:.1f}"] = precision_recall(verified(candidates, signatures, threshold),
-                                                     truth) | {"banding": config.banding}
+                                                     truth) | {"banding": config.banding,
+            "exact_verify_stage_banding": precision_recall(stage["detected"], truth)
+            | {"banding": stage["banding"],
+               "candidate_recall": precision_recall(stage["candidate_keys"], truth)["recall"]}}
     rate_jaccard = {f"{round(r * 100)}%": statistics.median(
         planted_exact[k] for k, rate in planted.items() if rate == r) for r in RATES}
     return {"seed": seed, "documents": n, "exact_positives": len(positives),
@@ -417,7 +464,8 @@ def markdown(result: dict) -> str:
     lines += ["", "| engine (threshold 0.5) | precision (exact J ≥ 0.5) | recall (exact J ≥ 0.5) |"
               " recall (exact J ≥ 0.6) | planted precision | "
               + " | ".join(f"planted recall {round(r * 100)}%" for r in RATES)
-              + " | MAE of estimate |", "| --- |" + " ---: |" * (5 + len(RATES))]
+              + " | MAE of estimate | candidate recall | candidates |",
+              "| --- |" + " ---: |" * (7 + len(RATES))]
     for name in runs[0]["engines"]:
         per = [r["engines"][name] for r in runs]
         cells = [spread(p["exact"]["precision"] for p in per),
@@ -426,14 +474,22 @@ def markdown(result: dict) -> str:
                  spread(p["planted"]["precision"] for p in per)]
         cells += [spread(p["planted"][f"recall_{round(r * 100)}%"] for p in per) for r in RATES]
         cells.append(spread(p["estimate_on_planted"]["mae"] for p in per))
+        cells.append(spread(p["candidate_recall_exact_j_ge_0.5"] for p in per)
+                     if per[0]["candidate_recall_exact_j_ge_0.5"] is not None else "–")
+        cells.append(f"{statistics.mean(p['candidates'] for p in per):,.0f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "| threshold | bands × rows | precision | recall |",
-              "| --- | --- | ---: | ---: |"]
+    lines += ["", "| threshold | estimate: bands × rows | precision | recall | exact verify: "
+              "bands × rows | candidate recall | precision | recall |",
+              "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
     for threshold, point in runs[0]["pr_curve"].items():
         per = [r["pr_curve"][threshold] for r in runs]
         bands, rows = point["banding"]
+        ex = [p["exact_verify_stage_banding"] for p in per]
+        eb, er = ex[0]["banding"]
         lines.append(f"| {threshold} | {bands} × {rows} | {spread(p['precision'] for p in per)} | "
-                     f"{spread(p['recall'] for p in per)} |")
+                     f"{spread(p['recall'] for p in per)} | {eb} × {er} | "
+                     f"{spread(p['candidate_recall'] for p in ex)} | "
+                     f"{spread(p['precision'] for p in ex)} | {spread(p['recall'] for p in ex)} |")
     return "\n".join(lines)
 
 
@@ -444,6 +500,8 @@ def main() -> None:
     parser.add_argument("--per-rate", type=int, default=100, help="planted copies per edit rate")
     parser.add_argument("--repeat", type=int, default=3, help="best of N timings (datasketch: 1)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--skip-throughput", action="store_true",
+                        help="quality only (keeps the throughput rows of --out)")
     args = parser.parse_args()
     os.environ["RAYON_NUM_THREADS"] = "1"  # read when rensa first starts its thread pool
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one process on one core
@@ -452,7 +510,9 @@ def main() -> None:
         articles = load_articles()
         documents = build_documents(articles, args.docs, seed=12345)
         mh.signatures(documents[:50], CONFIG)  # build the word-character table once
-        rows = throughput(documents, args.repeat)
+        rows = (json.loads(args.out.read_text())["throughput"]
+                if args.skip_throughput and args.out.is_file() else throughput(documents,
+                                                                                args.repeat))
         isolated = isolated_articles(articles)
         quality = [quality_run(articles, isolated, args.per_rate, seed) for seed in args.seeds]
     words = [len(_WORD.findall(d.casefold())) for d in documents]

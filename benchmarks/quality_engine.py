@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from finegate.core.config import DedupConfig, LabelsConfig
-from finegate.core.minhash import MinhashConfig, signatures
+from finegate.core.minhash import MinhashConfig, shingle_sets, signatures
 from finegate.core.near_dedup import near_duplicate_clusters
 from finegate.core.text import normalise_text, text_hash
 from finegate.demo import corpus_root
@@ -60,10 +60,14 @@ def load_bbc() -> pd.DataFrame:
     return frame.loc[~frame["id"].isin(own["id"])].reset_index(drop=True)
 
 
-def near_duplicates(data: pd.DataFrame, shingle_size: int, threshold: float) -> pd.DataFrame:
-    """Rows of ``data`` that near-duplicate an earlier row, with ``duplicate_of``."""
+def near_duplicates(data: pd.DataFrame, shingle_size: int, threshold: float,
+                    exact: bool = False) -> pd.DataFrame:
+    """Rows of ``data`` that near-duplicate an earlier row, with ``duplicate_of``; candidates
+    verified on the MinHash estimate, or (``exact``) on the exact Jaccard of shingle sets."""
     config = MinhashConfig(shingle_size=shingle_size, num_perm=PERMS, threshold=threshold)
-    roots = near_duplicate_clusters(signatures(data["text"].tolist(), config), config)
+    texts = data["text"].tolist()
+    roots = near_duplicate_clusters(signatures(texts, config), config,
+                                    shingle_sets(texts, shingle_size) if exact else None)
     repeated = roots != np.arange(len(data))
     ids = data["id"].to_numpy()
     return pd.DataFrame({"id": ids[repeated], "duplicate_of": ids[roots[repeated]]})
@@ -103,13 +107,15 @@ def near_dup_quality(base: pd.DataFrame, copies: int, seed: int) -> dict:
     truth = {f"copy-{i}": i for i in originals["id"]}
     grid = []
     for shingle_size, threshold in GRID:
-        found = near_duplicates(data, shingle_size, threshold)
-        correct = sum(truth.get(r) == d for r, d in zip(found["id"], found["duplicate_of"],
-                                                        strict=True))
-        grid.append({"shingle_size": shingle_size, "threshold": threshold,
-                     "logged": len(found), "correct": correct,
-                     "precision": correct / max(len(found), 1), "recall": correct / copies})
-    default = next(g for g in grid if (g["shingle_size"], g["threshold"]) == (SHINGLE, THRESHOLD))
+        for verify in ("estimate", "exact"):
+            found = near_duplicates(data, shingle_size, threshold, exact=verify == "exact")
+            correct = sum(truth.get(r) == d for r, d in zip(found["id"], found["duplicate_of"],
+                                                            strict=True))
+            grid.append({"shingle_size": shingle_size, "threshold": threshold, "verify": verify,
+                         "logged": len(found), "correct": correct,
+                         "precision": correct / max(len(found), 1), "recall": correct / copies})
+    default = next(g for g in grid if (g["shingle_size"], g["threshold"], g["verify"])
+                   == (SHINGLE, THRESHOLD, "exact"))
     jaccards = [len(shingles(a, SHINGLE) & shingles(b, SHINGLE))
                 / len(shingles(a, SHINGLE) | shingles(b, SHINGLE))
                 for a, b in zip(originals["text"], planted["text"], strict=True)]
@@ -122,6 +128,128 @@ def near_dup_quality(base: pd.DataFrame, copies: int, seed: int) -> dict:
             "true_jaccard_of_copies": {"min": min(jaccards), "median": float(np.median(jaccards))},
             **default, "grid": grid,
             "label_case_variants_canonicalised": variants_mapped / copies}
+
+
+def exact_pairs(texts: list[str], size: int, floor: float) -> dict[tuple[int, int], float]:
+    """Exact Jaccard of every pair ``(i < j)`` with Jaccard >= ``floor``: Python shingle sets
+    (strings, not Finegate's hashes) and a sparse product over all pairs."""
+    from scipy import sparse
+
+    vocabulary: dict[str, int] = {}
+    sets = [shingles(t, size) if re.search(r"\w", t) else set() for t in texts]
+    columns = [vocabulary.setdefault(s, len(vocabulary)) for one in sets for s in one]
+    sizes = np.array([len(one) for one in sets], dtype=np.int64)
+    matrix = sparse.csr_matrix((np.ones(len(columns), np.int32), np.array(columns, np.int64),
+                                np.concatenate(([0], np.cumsum(sizes)))),
+                               shape=(len(sets), max(len(vocabulary), 1)))
+    shared = sparse.triu(matrix @ matrix.T, k=1).tocoo()
+    jaccard = shared.data / np.maximum(sizes[shared.row] + sizes[shared.col] - shared.data, 1)
+    keep = jaccard >= floor
+    return {(int(i), int(j)): float(v) for i, j, v in
+            zip(shared.row[keep], shared.col[keep], jaccard[keep], strict=True)}
+
+
+def cross_night(base: pd.DataFrame, nights: int, copies: int, seed: int) -> dict:
+    """Copies arriving many drops after their originals, through the dedup stage itself.
+
+    ``base`` is split into ``nights - 1`` drops; the last drop holds ``copies`` edited copies
+    (``edit_words`` at 5/10/20/30% per word, from benchmarks/minhash_engines.py's scheme) of
+    articles of the FIRST drop, plus fresh held-out articles. Ingest and clean run once; the
+    dedup stage then runs night by night twice: candidates verified on the MinHash estimate
+    (before) and on the exact Jaccard (now). Ground truth: a last-drop row is a near duplicate
+    when its exact bigram Jaccard with some earlier row (earlier drop, or earlier in its own
+    drop) is >= 0.5. Precision: logged near duplicates of the last drop that are true; recall:
+    true ones logged (as near or exact duplicates)."""
+    import shutil
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    import finegate.tasks.dedup as dedup_stage
+    from finegate.core.config import Config
+    from finegate.core.lake import Lake
+    from finegate.tasks.clean import clean_drop
+    from finegate.tasks.ingest import ingest_drop
+
+    rng = random.Random(seed)
+    shuffled = base.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    fresh = shuffled.iloc[:copies // 2]
+    history = shuffled.iloc[copies // 2:].reset_index(drop=True)
+    drops = np.array_split(np.arange(len(history)), nights - 1)
+    vocabulary = sorted({w for t in base["text"][::10] for w in t.split() if w.isalpha()})
+    rates = (0.05, 0.10, 0.20, 0.30)
+    originals = history.iloc[drops[0]].sample(copies, random_state=seed)
+    planted = [{"id": f"copy-{r}-{i}", "text": _edit(t, rates[k % len(rates)], vocabulary, rng),
+                "label": lab} for k, (i, t, lab, r) in enumerate(zip(
+                    originals["id"], originals["text"], originals["label"],
+                    [rates[k % len(rates)] for k in range(copies)], strict=True))]
+    last = pd.concat([pd.DataFrame(planted), fresh], ignore_index=True)
+    frames = [history.iloc[d] for d in drops] + [last]
+    names = [f"night{n + 1:03d}" for n in range(nights)]
+    work = Path(tempfile.mkdtemp(prefix="finegate-crossnight-"))
+    lake, label_set = Lake.at(work / "lake"), Config().label_set
+    try:
+        for name, frame in zip(names, frames, strict=True):
+            (work / "landing" / name).mkdir(parents=True)
+            frame[["id", "text", "label"]].to_json(work / "landing" / name / "rows.jsonl",
+                                                   orient="records", lines=True)
+            ingest_drop(work / "landing", name, lake)
+            clean_drop(name, lake, label_set)
+        silver = pd.concat([pq.read_table(lake.silver(n)).to_pandas()[["id", "drop", "text"]]
+                            for n in names], ignore_index=True)
+        pairs = exact_pairs(silver["text"].tolist(), SHINGLE, THRESHOLD)
+        in_last = (silver["drop"] == names[-1]).to_numpy()
+        truth = {silver["id"].iloc[j] for i, j in pairs if in_last[j]}
+        exact_copy = {silver["id"].iloc[j] for i, j in pairs if in_last[j] and pairs[(i, j)] == 1.0}
+        results = {}
+        for verify in ("estimate", "exact"):
+            shutil.rmtree(lake.dedup_index, ignore_errors=True)
+            shutil.rmtree(lake.dedup, ignore_errors=True)
+            original = dedup_stage.read_shingle_sets
+            if verify == "estimate":  # no texts found: decide() verifies on the estimate
+                dedup_stage.read_shingle_sets = lambda _lake, keys, _size: (
+                    (np.empty(0, np.uint64), np.zeros(len(keys) + 1, np.int64)),
+                    np.zeros(len(keys), bool))
+            try:
+                for n in range(1, nights):
+                    dedup_stage.dedup_drops(lake, names[:n], Config().dedup)
+                started = time.perf_counter()
+                result = dedup_stage.dedup_drops(lake, names, Config().dedup)
+                seconds = time.perf_counter() - started
+            finally:
+                dedup_stage.read_shingle_sets = original
+            log = pq.read_table(result.duplicates_path).to_pandas()
+            log = log.loc[log["drop"] == names[-1]]
+            near = set(log.loc[log["cluster"].str.startswith("near-"), "id"])
+            logged = set(log["id"])
+            hits = len(near & truth)
+            per_rate = {f"{round(r * 100)}%": sum(p["id"] in logged for p in planted
+                                                   if p["id"].startswith(f"copy-{r}-"))
+                        / sum(p["id"].startswith(f"copy-{r}-") for p in planted) for r in rates}
+            results[verify] = {"near_logged": len(near), "precision": hits / max(len(near), 1),
+                               "recall": len(truth & logged) / max(len(truth), 1),
+                               "planted_logged_by_edit_rate": per_rate,
+                               "last_night_dedup_seconds": seconds}
+        return {"nights": nights, "rows_before_last_night": len(history),
+                "last_night_rows": len(last), "planted_copies_of_night1": copies,
+                "true_near_duplicates_in_last_night": len(truth),
+                "of_which_exact_copies": len(exact_copy), **results}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _edit(text: str, rate: float, vocabulary: list[str], rng: random.Random) -> str:
+    """Each word, with probability ``rate``, replaced, deleted or followed by an inserted word."""
+    out = []
+    for word in text.split():
+        roll = rng.random()
+        if roll >= rate:
+            out.append(word)
+        elif roll < rate / 3:
+            out.append(rng.choice(vocabulary))
+        elif roll >= 2 * rate / 3:
+            out.extend((word, rng.choice(vocabulary)))
+    return " ".join(out)
 
 
 def stable_fraction(key: str) -> float:
@@ -221,13 +349,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results/quality_engine.json")
     parser.add_argument("--copies", type=int, default=300)
+    parser.add_argument("--nights", type=int, default=8, help="drops in the cross-night test")
+    parser.add_argument("--cross-night-seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--near-only", action="store_true",
                         help="only the near-duplicate part (keeps the other results in --out)")
     args = parser.parse_args()
     base = load_bbc()
     report = {"machine": f"{platform.processor() or platform.machine()}, "
                          f"{os.cpu_count()} cores, {platform.python_version()}",
-              "near_duplicates": near_dup_quality(base, args.copies, seed=1)}
+              "near_duplicates": near_dup_quality(base, args.copies, seed=1),
+              "cross_night": [cross_night(base, args.nights, args.copies // 3, seed)
+                              for seed in args.cross_night_seeds]}
     print(json.dumps(report, indent=1), flush=True)
     if args.near_only and Path(args.out).is_file():
         report = {**json.loads(Path(args.out).read_text()), **report}

@@ -3,8 +3,12 @@
 Rules, in keep order (drop, id, source, position):
 1. rows with the same ``text_hash`` (normalised text): the first is kept, the rest are logged;
 2. an ``id`` that reappears with other text keeps its newest version (the later drop wins);
-3. near-duplicates (MinHash LSH candidates with estimated Jaccard ≥ threshold) are logged as
-   duplicates of their cluster's kept row.
+3. near-duplicates (MinHash LSH candidates whose EXACT Jaccard of word-shingle sets is ≥
+   threshold) are logged as duplicates of their cluster's kept row. Only the candidate rows'
+   texts are read back (from the silver partitions, by source and position) to verify them;
+   rows are "related" (share a split) when the exact Jaccard or the MinHash estimate reaches
+   ``related_threshold`` (either: keeping similar rows together never costs a split, and the
+   leakage check, which only has signatures, counts pairs by the estimate).
 A row once kept stays kept when later drops arrive, except when a newer drop reuses its id.
 Clusters whose rows carry different labels are **conflicts** (a label-noise signal): written to
 ``dedup/conflicts/`` and the kept row is flagged ``conflicting_duplicate`` in the snapshot.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +45,15 @@ from finegate.core.dedup_index import (
     KEY_COLUMNS,
     ROOT_COLUMNS,
     Rows,
+    Sets,
     gather,
     minhash_config,
+    read_shingle_sets,
     scan_index,
 )
 from finegate.core.lake import Lake, read_json, write_json
 from finegate.core.minhash import MinhashConfig, band_keys, signatures
-from finegate.core.near_dedup import UnionFind, candidate_pairs
+from finegate.core.near_dedup import UnionFind, candidate_pairs, exact_jaccard, uncertain
 from finegate.core.results import DedupResult
 from finegate.core.schemas import (
     CONFLICTS_SCHEMA,
@@ -144,10 +151,15 @@ def root_records(old: Rows) -> pd.DataFrame:
     return roots.sort_values(KEEP_ORDER, kind="stable").reset_index(drop=True)
 
 
+SetsOf = Callable[[pd.DataFrame], tuple[Sets, np.ndarray]]  # rows' keys -> sets, found
+
+
 def decide(new: Rows, old: Rows, settings: DedupConfig, logged: set[tuple[str, int]],
-           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+           sets_of: SetsOf | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The duplicates found tonight (new rows, and old rows a newer version replaces), and
-    for every new row the kept row of its cluster and its split anchor (``ROOT_COLUMNS``)."""
+    for every new row the kept row of its cluster and its split anchor (``ROOT_COLUMNS``).
+    ``sets_of`` gives the shingle sets of candidate rows for exact verification; without it
+    (rows whose texts are unknown) candidates are verified on the MinHash estimate."""
     roots = root_records(old)
     n_roots = len(roots)
     node_of_root = {key: n for n, key in enumerate(zip(roots["source"], roots["position"],
@@ -159,7 +171,7 @@ def decide(new: Rows, old: Rows, settings: DedupConfig, logged: set[tuple[str, i
     exact = link_exact(new, old, old_node, n_roots, clusters)
     superseded_new, superseded_old = superseded_ids(new, old, exact, logged)
     related = link_near(new, old, old_node, n_roots, clusters, settings,
-                        skip=exact | superseded_new)
+                        skip=exact | superseded_new, sets_of=sets_of)
     nodes = pd.concat([roots, new.keys[KEY_COLUMNS[:-1]]], ignore_index=True).to_dict("records")
     found, root_of_new, anchors = [], [], split_anchors(new, old, related)
     for i, row in enumerate(new.keys.to_dict("records")):
@@ -171,7 +183,8 @@ def decide(new: Rows, old: Rows, settings: DedupConfig, logged: set[tuple[str, i
         if superseded_new[i]:
             found.append(id_duplicate(row, new.keys))
         elif node != n_roots + i:
-            found.append(content_duplicate(row, root, exact[i], settings.threshold))
+            found.append(content_duplicate(row, root, exact[i], settings.threshold,
+                                           "" if sets_of is not None else "estimated "))
     found += [id_duplicate(r, new.keys) for r in superseded_old]
     duplicates = pd.DataFrame(found, columns=DUPLICATE_COLUMNS)
     return duplicates, pd.DataFrame(root_of_new, columns=ROOT_COLUMNS)
@@ -241,46 +254,88 @@ def superseded_ids(new: Rows, old: Rows, exact: np.ndarray, logged: set[tuple[st
 
 
 def link_near(new: Rows, old: Rows, old_node: np.ndarray, n_roots: int, clusters: UnionFind,
-              settings: DedupConfig, skip: np.ndarray) -> list[tuple[int, int, bool]]:
+              settings: DedupConfig, skip: np.ndarray, sets_of: SetsOf | None = None,
+              ) -> list[tuple[int, int, bool]]:
     """Join new rows to the clusters of earlier rows they near-duplicate; return the related
     pairs (new row, earlier row, earlier row is old) for the split anchors."""
     config = minhash_config(settings)
     live = np.flatnonzero(~skip)
     new_keys = band_keys(new.signatures[live], config)
+    old_pairs = (candidate_pairs(new_keys, band_keys(old.signatures, config)) if len(old.keys)
+                 else np.empty((0, 2), np.int64))
+    new_pairs = candidate_pairs(new_keys)
+    duplicate_old, related_old, duplicate_new, related_new = verify_pairs(
+        new, old, live, old_pairs, new_pairs, settings, sets_of)
     related: list[tuple[int, int, bool]] = []
-    if len(old.keys):
-        pairs = candidate_pairs(new_keys, band_keys(old.signatures, config))
-        for i, j, similar in similar_pairs(new.signatures[live], old.signatures, pairs):
-            if settings.near and similar >= settings.threshold:
-                clusters.union(int(old_node[j]), n_roots + int(live[i]))
-            if similar >= settings.related_threshold:
-                related.append((int(live[i]), int(j), True))
-    pairs = candidate_pairs(new_keys)
-    for i, j, similar in similar_pairs(new.signatures[live], new.signatures[live], pairs):
-        if settings.near and similar >= settings.threshold:
+    for (i, j), dup, rel in zip(old_pairs, duplicate_old, related_old, strict=True):
+        if settings.near and dup:
+            clusters.union(int(old_node[j]), n_roots + int(live[i]))
+        if rel:
+            related.append((int(live[i]), int(j), True))
+    for (i, j), dup, rel in zip(new_pairs, duplicate_new, related_new, strict=True):
+        if settings.near and dup:
             clusters.union(n_roots + int(live[i]), n_roots + int(live[j]))
-        if similar >= settings.related_threshold:  # the later row takes the earlier's split
+        if rel:  # the later row takes the earlier's split
             related.append((int(live[j]), int(live[i]), False))
     return related
 
 
-def similar_pairs(a: np.ndarray, b: np.ndarray, pairs: np.ndarray,
-                  ) -> list[tuple[int, int, float]]:
-    """Candidate pairs with their estimated Jaccard similarity."""
-    if not len(pairs):
-        return []
-    similarity = (a[pairs[:, 0]] == b[pairs[:, 1]]).mean(axis=1)
-    return [(int(i), int(j), float(s)) for (i, j), s in zip(pairs, similarity, strict=True)]
+def verify_pairs(new: Rows, old: Rows, live: np.ndarray, old_pairs: np.ndarray,
+                 new_pairs: np.ndarray, settings: DedupConfig, sets_of: SetsOf | None,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For the candidate pairs (new, old) and (new, new): near duplicate, and related.
+
+    Near duplicate: exact Jaccard ≥ ``threshold``. Related: exact Jaccard or estimate ≥
+    ``related_threshold``. The exact Jaccard is computed (texts read) only for pairs whose
+    estimate is within ``EXACT_MARGIN`` of the thresholds (:func:`uncertain`); the estimate is
+    kept elsewhere and where a row's text is not available."""
+    sig = new.signatures[live]
+    estimate_old = (sig[old_pairs[:, 0]] == old.signatures[old_pairs[:, 1]]).mean(axis=1) \
+        if len(old_pairs) else np.empty(0)
+    estimate_new = (sig[new_pairs[:, 0]] == sig[new_pairs[:, 1]]).mean(axis=1) \
+        if len(new_pairs) else np.empty(0)
+    exact_old, exact_new = estimate_old, estimate_new
+    low, high = settings.related_threshold, settings.threshold
+    check_old = uncertain(estimate_old, low, high)  # only these pairs' texts are read
+    check_new = uncertain(estimate_new, low, high)
+    if sets_of is not None and (check_old.any() or check_new.any()):
+        new_rows = np.unique(np.concatenate([old_pairs[check_old, 0],
+                                             new_pairs[check_new].ravel()]))
+        old_rows = np.unique(old_pairs[check_old, 1])
+        keys = pd.concat([new.keys.iloc[live[new_rows]], old.keys.iloc[old_rows]],
+                         ignore_index=True)[["drop", "source", "position"]]
+        sets, found = sets_of(keys)
+        new_at = np.full(len(live), -1, np.int64)
+        new_at[new_rows] = np.arange(len(new_rows))
+        old_at = np.full(len(old.keys), -1, np.int64)
+        old_at[old_rows] = len(new_rows) + np.arange(len(old_rows))
+        exact_old = _exact_where(estimate_old, check_old, sets, found, np.stack(
+            [new_at[old_pairs[:, 0]], old_at[old_pairs[:, 1]]], axis=1))
+        exact_new = _exact_where(estimate_new, check_new, sets, found, new_at[new_pairs])
+    return (exact_old >= settings.threshold, np.maximum(exact_old, estimate_old) >= low,
+            exact_new >= settings.threshold, np.maximum(exact_new, estimate_new) >= low)
+
+
+def _exact_where(estimate: np.ndarray, check: np.ndarray, sets: Sets, found: np.ndarray,
+                 at: np.ndarray) -> np.ndarray:
+    """The estimate, replaced by the exact Jaccard on the checked pairs whose texts were found
+    (``at``: each pair's two positions in ``sets``)."""
+    result = estimate.copy()
+    rows = np.flatnonzero(check)
+    rows = rows[found[at[rows]].all(axis=1)]
+    if len(rows):
+        result[rows] = exact_jaccard(sets, sets, at[rows])
+    return result
 
 
 def content_duplicate(row: dict[str, Any], root: dict[str, Any], exact: bool,
-                      threshold: float) -> dict[str, Any]:
+                      threshold: float, measure: str = "") -> dict[str, Any]:
     """The log entry of a row that repeats the content of its cluster's kept row."""
     if exact:
         return {**row, "duplicate_of": root["id"], "cluster": "exact-" + row["text_hash"][:16],
                 "reason": "exact duplicate (same normalised text)"}
     return {**row, "duplicate_of": root["id"], "cluster": f"near-{root['id']}",
-            "reason": f"near duplicate (estimated Jaccard >= {threshold})"}
+            "reason": f"near duplicate ({measure}Jaccard >= {threshold})"}
 
 
 def id_duplicate(row: dict[str, Any], new_keys: pd.DataFrame) -> dict[str, Any]:
@@ -343,7 +398,8 @@ def index_drop(lake: Lake, drop: str, indexed: list[str], settings: DedupConfig)
     config = minhash_config(settings)
     new = hash_drop(lake, drop, config)
     old = indexed_matches(lake, indexed, new, config)
-    duplicates, roots = decide(new, old, settings, logged_rows(lake))
+    duplicates, roots = decide(new, old, settings, logged_rows(lake),
+                               lambda keys: read_shingle_sets(lake, keys, settings.shingle_size))
     all_roots = pd.concat([roots, old.keys[ROOT_COLUMNS]], ignore_index=True)
     conflicts = conflicts_of(duplicates, all_roots, lake.dedup / "duplicates")
     write_parquet(duplicates, lake.dedup / "duplicates", DUPLICATES_SCHEMA, drop)

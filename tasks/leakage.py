@@ -4,7 +4,8 @@ rows of the snapshot that repeat each other across its splits.
 A golden row that duplicates a training row inflates the score promotion is decided on. Every
 night the golden set (``evaluation.golden_path``) is hashed like the nightly data (content hash
 and MinHash, the dedup settings) and looked up in the dedup index on the Dask workers, the way
-dedup looks up a new drop; exact copies and near duplicates (``dedup.threshold``) still in the
+dedup looks up a new drop; exact copies and near duplicates (exact Jaccard ≥ ``dedup.threshold``,
+the found rows' texts read back from silver as dedup does) still in the
 snapshot are leaks, named pair by pair in
 ``leakage.json`` beside the snapshot. The scorecard carries ``golden_train_leaks`` (golden rows
 found in the train split) for the gate, and evaluation leaves leaked golden rows out.
@@ -26,11 +27,24 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from finegate.core.config import DedupConfig, LabelSet
-from finegate.core.dedup_index import Rows, index_file, minhash_config, scan_index
+from finegate.core.dedup_index import (
+    Rows,
+    Sets,
+    index_file,
+    minhash_config,
+    read_shingle_sets,
+    scan_index,
+)
 from finegate.core.inference import read_golden
 from finegate.core.lake import Lake, write_json
-from finegate.core.minhash import MinhashConfig, band_keys, estimated_jaccard, signatures
-from finegate.core.near_dedup import candidate_pairs, verified_pairs
+from finegate.core.minhash import (
+    MinhashConfig,
+    band_keys,
+    estimated_jaccard,
+    shingle_sets,
+    signatures,
+)
+from finegate.core.near_dedup import candidate_pairs, exact_jaccard
 from finegate.core.results import LeakageResult, SnapshotResult
 from finegate.core.splits import SPLITS
 from finegate.core.text import text_hash
@@ -40,18 +54,29 @@ PAIRS_LISTED = 500  # cross-split pairs named in leakage.json (all are counted)
 
 
 def matching_pairs(texts: list[str], found: Rows, config: MinhashConfig, threshold: float,
+                   found_sets: tuple[Sets, np.ndarray] | None = None,
                    ) -> list[tuple[int, int, str, float]]:
-    """(golden row, found row, exact|near, similarity) for every match at ``threshold``."""
+    """(golden row, found row, exact|near, similarity) for every match at ``threshold``.
+    Near: LSH candidates whose exact Jaccard of shingle sets reaches ``threshold`` (the found
+    rows' sets in ``found_sets``, with whether each was found), as the dedup stage decides;
+    the MinHash estimate where a found row's text is unknown."""
     hashes = [text_hash(t) for t in texts]
     golden = signatures(texts, config)
     pairs = {(g, f): ("exact", 1.0) for g, h in enumerate(hashes)
              for f in np.flatnonzero(found.keys["text_hash"].to_numpy() == h)}
     if len(found.keys):
-        near = verified_pairs(golden, found.signatures, candidate_pairs(
-            band_keys(golden, config), band_keys(found.signatures, config)), threshold)
-        for g, f in near:
-            similarity = float(np.mean(golden[g] == found.signatures[f]))
-            pairs.setdefault((int(g), int(f)), ("near", similarity))
+        candidates = candidate_pairs(band_keys(golden, config), band_keys(found.signatures,
+                                                                          config))
+        if len(candidates):
+            similarity = estimated_jaccard(golden[candidates[:, 0]],
+                                           found.signatures[candidates[:, 1]])
+            if found_sets is not None:
+                sets, known = found_sets
+                exact = exact_jaccard(shingle_sets(texts, config.shingle_size), sets, candidates)
+                similarity = np.where(known[candidates[:, 1]], exact, similarity)
+            for (g, f), sim in zip(candidates, similarity, strict=True):
+                if sim >= threshold:
+                    pairs.setdefault((int(g), int(f)), ("near", float(sim)))
     return sorted((g, int(f), kind, sim) for (g, f), (kind, sim) in pairs.items())
 
 
@@ -79,7 +104,10 @@ def check_leakage(lake: Lake, snapshot: SnapshotResult, golden_path: str, label_
                        signatures(texts, config), config)
     in_snapshot = snapshot_rows(snapshot.data_path, found.keys["id"].astype(str).tolist())
     pairs = []
-    for g, f, kind, similarity in matching_pairs(texts, found, config, settings.threshold):
+    found_sets = read_shingle_sets(lake, found.keys[["drop", "source", "position"]],
+                                   settings.shingle_size)
+    for g, f, kind, similarity in matching_pairs(texts, found, config, settings.threshold,
+                                                 found_sets):
         row = found.keys.iloc[f]
         split = in_snapshot.get((row["source"], int(row["position"])))
         if split is not None:  # a duplicate the snapshot dropped is no leak

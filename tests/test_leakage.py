@@ -121,3 +121,31 @@ def test_cross_split_pairs_are_counted_and_named(tmp_path: Path) -> None:
     assert ("near", frozenset((pair, pair.replace("r-", "o-")))) in named
     assert sum(report["cross_split_by_splits"].values()) == (
         planted.cross_split_exact + planted.cross_split_near)
+
+
+def test_golden_near_matches_are_judged_on_exact_jaccard() -> None:
+    """Golden copies at exact bigram Jaccard 0.504 (estimate below 0.5) and 0.493 (estimate
+    above): only the first is a near leak once the found rows' shingle sets are given."""
+    import numpy as np
+
+    from finegate.core.dedup_index import Rows, minhash_config
+    from finegate.core.minhash import shingle_sets, signatures
+    from finegate.core.text import text_hash
+    from finegate.tasks.leakage import matching_pairs
+
+    def shifted(seed: int, shift: int, n: int = 101) -> tuple[str, str]:
+        stems = ["match", "chip", "vote", "cloud", "law"]
+        words = [f"{stems[k % 5]}{seed}x{k}" for k in range(n + shift)]
+        return " ".join(words[:n]), " ".join(words[shift:shift + n])
+
+    config = minhash_config(DedupConfig())
+    (above, above_copy), (below, below_copy) = shifted(0, 33), shifted(4, 34)
+    found = Rows(pd.DataFrame({"text_hash": [text_hash(above), text_hash(below)]}),
+                 signatures([above, below], config))
+    golden = [above_copy, below_copy]
+    by_estimate = matching_pairs(golden, found, config, 0.5)
+    assert [(g, f) for g, f, _, _ in by_estimate] == [(1, 1)]  # the estimate gets both wrong
+    sets = (shingle_sets([above, below], 2), np.array([True, True]))
+    by_exact = matching_pairs(golden, found, config, 0.5, sets)
+    assert [(g, f, kind) for g, f, kind, _ in by_exact] == [(0, 0, "near")]
+    assert abs(by_exact[0][3] - 67 / 133) < 1e-12

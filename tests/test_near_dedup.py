@@ -2,8 +2,21 @@ import random
 
 import numpy as np
 
-from finegate.core.minhash import MinhashConfig, band_keys, estimated_jaccard, signatures
-from finegate.core.near_dedup import candidate_pairs, near_duplicate_clusters, verified_pairs
+from finegate.core.minhash import (
+    MinhashConfig,
+    band_keys,
+    estimated_jaccard,
+    shingle_hashes,
+    shingle_sets,
+    signatures,
+)
+from finegate.core.near_dedup import (
+    candidate_pairs,
+    exact_verified_pairs,
+    near_duplicate_clusters,
+    verified_pairs,
+)
+from finegate.core.near_dedup import exact_jaccard as set_jaccard
 from tests.factories import perturb, topic_rows
 
 CONFIG = MinhashConfig(shingle_size=3, threshold=0.7)
@@ -54,3 +67,49 @@ def test_no_near_duplicates_and_empty_input() -> None:
     empty = np.empty((0, CONFIG.num_perm), dtype=np.uint32)
     assert len(near_duplicate_clusters(empty, CONFIG)) == 0
     assert candidate_pairs(band_keys(empty, CONFIG)).shape == (0, 2)
+
+
+def overlapping_pair(seed: int, shift: int, n: int = 101) -> tuple[str, str]:
+    """Two texts of ``n`` distinct words, the second shifted ``shift`` words on: they share
+    ``n - 1 - shift`` of their ``n - 1`` word bigrams each (exact Jaccard known in closed form)."""
+    stems = ["match", "chip", "vote", "cloud", "law"]
+    words = [f"{stems[k % 5]}{seed}x{k}" for k in range(n + shift)]
+    return " ".join(words[:n]), " ".join(words[shift:shift + n])
+
+
+def bigram_jaccard(a: str, b: str) -> float:
+    """Exact Jaccard of the word-bigram sets, in plain Python (the ground truth)."""
+    def bigrams(text: str) -> set[tuple[str, str]]:
+        words = text.casefold().split()
+        return set(zip(words, words[1:], strict=False))
+
+    x, y = bigrams(a), bigrams(b)
+    return len(x & y) / len(x | y)
+
+
+def test_exact_verification_finds_what_the_estimate_misses_and_no_more() -> None:
+    config = MinhashConfig(shingle_size=2, threshold=0.5)
+    above, below = overlapping_pair(0, 33), overlapping_pair(4, 34)  # seeds: estimate is wrong
+    texts = [*above, *below]
+    pairs = np.array([[0, 1], [2, 3]])
+    truth = [bigram_jaccard(*above), bigram_jaccard(*below)]
+    assert truth == [67 / 133, 66 / 134]  # 0.504 just above the threshold, 0.493 just below
+    sig = signatures(texts, config)
+    estimate = estimated_jaccard(sig[pairs[:, 0]], sig[pairs[:, 1]])
+    assert estimate[0] < 0.5 <= estimate[1]  # the estimate gets both wrong
+    assert verified_pairs(sig, sig, pairs, 0.5).tolist() == [[2, 3]]
+    sets = shingle_sets(texts, 2)
+    assert np.allclose(set_jaccard(sets, sets, pairs), truth)
+    assert exact_verified_pairs(sets, sets, pairs, 0.5).tolist() == [[0, 1]]
+    roots = near_duplicate_clusters(sig, config, sets)
+    assert roots.tolist() == [0, 0, 2, 3]
+
+
+def test_shingle_sets_match_shingle_hashes_and_empty_texts() -> None:
+    texts = ["One two three", "", "!!", "Solo", "two THREE one two"]
+    flat, offsets = shingle_sets(texts, 2)
+    for i, text in enumerate(texts):
+        assert np.array_equal(flat[offsets[i]:offsets[i + 1]], shingle_hashes(text, 2))
+    # texts without words: both empty, similarity 1.0 (as their MinHash estimate); vs words 0.0
+    assert set_jaccard((flat, offsets), (flat, offsets),
+                       np.array([[1, 2], [1, 3], [0, 4]])).tolist() == [1.0, 0.0, 2 / 3]

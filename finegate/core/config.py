@@ -141,12 +141,14 @@ class DedupConfig(Strict):
     """Near-duplicate detection: MinHash LSH over word shingles (exact dedup always runs)."""
 
     near: bool = True
-    # Defaults chosen by benchmarks/quality_engine.py (BENCHMARKS.md): word bigrams at an
-    # estimated Jaccard of 0.5 find 99% of perturbed copies with no false positive on BBC News.
-    threshold: float = Field(default=0.5, gt=0, le=1, description="estimated Jaccard")
+    # Defaults chosen by benchmarks/quality_engine.py (BENCHMARKS.md): word bigrams at a
+    # Jaccard of 0.5 find 99% of perturbed copies with no false positive on BBC News.
+    threshold: float = Field(default=0.5, gt=0, le=1,
+                             description="exact Jaccard of word-shingle sets (LSH candidates)")
     # Kept rows at least this similar to an earlier row are "related" (a paraphrase, a story
     # retold) and share its split, so no pair of them straddles train and test.
-    related_threshold: float = Field(default=0.4, gt=0, le=1, description="estimated Jaccard")
+    related_threshold: float = Field(default=0.4, gt=0, le=1,
+                                     description="exact or estimated Jaccard (either)")
     shingle_size: int = Field(default=2, ge=1, description="words per shingle")
     num_perm: int = Field(default=128, ge=16)
 

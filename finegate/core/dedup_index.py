@@ -1,9 +1,11 @@
 """The dedup index in the lake: per drop, every row's keys, hashes, LSH band keys, signature
 and cluster root (``dedup_index/rows/<drop>.parquet``), and scans of it on the Dask workers.
 
-The dedup stage writes it; any stage that must find rows similar to a few texts (the night's
-new rows, the golden set) scans it here: each worker reads the hashes, ids and band keys of
-some drops column by column and returns only the matching rows with their signatures.
+The dedup stage writes it; :func:`read_shingle_sets` reads back the texts of just the rows
+a night must verify exactly (from the silver partitions, by source and position); any stage
+that must find rows similar to a few texts (the night's new rows, the golden set) scans it
+here: each worker reads the hashes, ids and band keys of some drops column by column and
+returns only the matching rows with their signatures.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import pyarrow.parquet as pq
 
 from finegate.core.config import DedupConfig
 from finegate.core.lake import Lake
-from finegate.core.minhash import MinhashConfig, band_keys
+from finegate.core.minhash import MinhashConfig, band_keys, shingle_sets
 
 KEY_COLUMNS = ["id", "drop", "source", "position", "label", "text_hash"]
 KEEP_ORDER = ["drop", "id", "source", "position"]
 ROOT_COLUMNS = ["root_id", "root_drop", "root_source", "root_position", "root_label",
                 "split_anchor"]  # root: the kept row of its cluster; anchor: whose split it takes
-INDEX_VERSION = 3  # stored with the index: another version rebuilds it
+INDEX_VERSION = 4  # stored with the index: another version rebuilds it (4: exact Jaccard)
 INDEX_SCHEMA = pa.schema([(c, pa.int64() if c.endswith("position") else pa.string())
                           for c in [*KEY_COLUMNS, *ROOT_COLUMNS]])
 
@@ -101,3 +103,63 @@ def scan_index(lake: Lake, drops: list[str], hashes: list[str], ids: list[str],
         index_file(lake, d), pa.array(hashes, pa.string()), pa.array(ids, pa.string()), keys,
         config.num_perm) for d in drops])
     return gather(list(parts), config.num_perm, columns)
+
+
+Sets = tuple[np.ndarray, np.ndarray]  # CSR shingle sets: (sorted unique hashes, offsets)
+
+
+def shingles_of_rows(silver_file: str, sources: list[str], positions: list[int],
+                     size: int) -> tuple[list[tuple[str, int]], Sets]:
+    """Shingle sets of the rows of one silver partition with the given (source, position):
+    the keys are read for every row group, the text only of row groups holding a wanted row,
+    and only the wanted rows' texts are kept."""
+    wanted = pa.table({"source": pa.array(sources, pa.string()),
+                       "position": pa.array(positions, pa.int64())})
+    file = pq.ParquetFile(silver_file)
+    found_keys: list[tuple[str, int]] = []
+    texts: list[str] = []
+    for group in range(file.num_row_groups):
+        keys = file.read_row_group(group, columns=["source", "position"])
+        joined = keys.append_column("row", pa.array(np.arange(len(keys)))).join(
+            wanted, ["source", "position"], join_type="inner")
+        if not len(joined):
+            continue
+        rows = np.sort(joined["row"].to_numpy())
+        chosen = keys.take(rows)
+        found_keys += list(zip(chosen["source"].to_pylist(), chosen["position"].to_pylist(),
+                               strict=True))
+        texts += file.read_row_group(group, columns=["text"])["text"].take(rows).to_pylist()
+    return found_keys, shingle_sets([t or "" for t in texts], size)
+
+
+def read_shingle_sets(lake: Lake, rows: pd.DataFrame, size: int) -> tuple[Sets, np.ndarray]:
+    """Shingle sets of ``rows`` (columns drop, source, position), in their order, read from
+    their drops' silver partitions on the cluster: only those rows' texts are kept, so memory
+    grows with the rows asked for, never with the history. Also returns whether each row was
+    found (a row no longer in the silver layer gets an empty set and False)."""
+    import dask
+
+    if not len(rows):
+        return (np.empty(0, np.uint64), np.zeros(1, np.int64)), np.zeros(0, bool)
+    tasks = []
+    for drop, group in rows.groupby("drop", sort=True):
+        sources = group["source"].astype(str).tolist()
+        positions = group["position"].astype("int64").tolist()
+        tasks += [dask.delayed(shingles_of_rows)(f, sources, positions, size)
+                  for f in lake.silver_files([str(drop)])]
+    where: dict[tuple[str, int], tuple[int, int]] = {}
+    flats, start = [], 0
+    for found_keys, (flat, offsets) in dask.compute(*tasks):
+        for k, key in enumerate(found_keys):
+            where.setdefault(key, (start + int(offsets[k]), start + int(offsets[k + 1])))
+        flats.append(flat)
+        start += len(flat)
+    every = np.concatenate(flats) if flats else np.empty(0, np.uint64)
+    keys = list(zip(rows["source"].astype(str), rows["position"].astype(int), strict=True))
+    found = np.array([key in where for key in keys], dtype=bool)
+    spans = [where.get(key, (0, 0)) for key in keys]
+    sizes = np.array([hi - lo for lo, hi in spans], dtype=np.int64)
+    starts = np.array([lo for lo, _ in spans], dtype=np.int64)
+    within = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    flat = every[np.repeat(starts, sizes) + within]
+    return (flat, np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)), found

@@ -111,6 +111,28 @@ def shingle_hashes(text: str, size: int) -> np.ndarray:
     return np.unique(hashes)
 
 
+def shingle_sets(texts: Sequence[str], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The shingle sets of ``texts`` as one CSR pair ``(hashes, offsets)``: text ``i``'s sorted
+    unique 64-bit shingle hashes are ``hashes[offsets[i]:offsets[i + 1]]`` (the same hashes as
+    :func:`shingle_hashes`, whose high 32 bits the signatures permute). For exact Jaccard.
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    texts = list(texts)
+    parts, counts = [], np.zeros(len(texts), dtype=np.int64)
+    for lo, hi in _text_blocks(texts, _TEXT_BLOCK_CHARS):
+        hashes, per_text = _batch_shingle_hashes(texts[lo:hi], size)
+        text_of = np.repeat(np.arange(hi - lo), per_text)
+        order = np.lexsort((hashes, text_of))
+        hashes, text_of = hashes[order], text_of[order]
+        first = np.ones(len(hashes), dtype=bool)
+        first[1:] = (hashes[1:] != hashes[:-1]) | (text_of[1:] != text_of[:-1])
+        parts.append(hashes[first])
+        counts[lo:hi] = np.bincount(text_of[first], minlength=hi - lo)
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    return (np.concatenate(parts) if parts else np.empty(0, _U64)), offsets
+
+
 def signatures(texts: Sequence[str], config: MinhashConfig) -> np.ndarray:
     """MinHash signatures of ``texts``: an ``(len(texts), config.num_perm)`` uint32 array.
 
