@@ -450,3 +450,23 @@ def pull(config: Path | None = CONFIG_OPTION,
         return
     typer.echo(f"review drop {result.path}: {result.rows} rows, {result.votes} votes by "
                f"{', '.join(result.annotators)}; the next run ingests it")
+
+
+def entry() -> None:
+    """The installed ``finegate`` command. A wrong command line (an unknown option, a missing
+    argument) exits 3, the code of every other operator error, instead of click's 2, which
+    Finegate reserves for a run stopped on purpose (a scheduler must tell them apart)."""
+    try:  # typer >= 0.20 ships its own copy of click
+        from typer._click.exceptions import UsageError
+    except ImportError:
+        from click.exceptions import UsageError
+
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as err:
+        err.show()
+        sys.exit(EXIT_CONFIG)
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        sys.exit(EXIT_UNEXPECTED)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -253,10 +253,16 @@ def test_the_installed_command_prints_no_rich_traceback(tmp_path: Path) -> None:
     import sys
 
     config = config_file(tmp_path, "train:\n  cpu_max_step: 10\n")
-    done = subprocess.run([sys.executable, "-c", "from finegate.cli import app; app()", "run",
-                           "-c", str(config)], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-c", "from finegate.cli import entry; entry()"]  # the script
+    done = subprocess.run([*command, "run", "-c", str(config)], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 3 and done.stdout == ""
     assert "did you mean train.cpu_max_steps?" in one_paragraph(done.stderr)
+    # a wrong command line is an operator error too: 3, not click's 2 (= stopped on purpose)
+    for wrong in (["run", "--no-such-option"], ["status", "--last"], ["frobnicate"]):
+        done = subprocess.run([*command, *wrong], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 3 and "Traceback" not in done.stderr, (wrong, done.stderr)
+        assert "Error:" in done.stderr
 
 
 def test_status_of_an_empty_lake_is_one_line(tmp_path: Path) -> None:
