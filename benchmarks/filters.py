@@ -44,7 +44,7 @@ from finegate.core.filters import (
     symbol_count,
 )
 from finegate.core.text import normalise_text
-from finegate.demo import corpus_root
+from finegate.demo import corpus_root, read_article
 
 # Which filters are meant to catch each planted kind (the ground truth of recall).
 TARGETS = {
@@ -106,12 +106,7 @@ def load_bbc() -> list[tuple[str, str]]:
     """Every BBC News article as landed: (raw text with its lines, id)."""
     rows = []
     for path in sorted(corpus_root().glob("*/*.txt")):
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("cp1252")
-        rows.append((text, f"{path.parent.name}/{path.name}"))
+        rows.append((read_article(path), f"{path.parent.name}/{path.name}"))
     return rows
 
 

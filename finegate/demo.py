@@ -33,6 +33,15 @@ def corpus_root() -> Path:
 GOLDEN = "golden"
 
 
+def read_article(path: Path) -> str:
+    """One corpus article as text: UTF-8, else cp1252 (the corpus ships one cp1252 file)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252")
+
+
 def _drop_of(index: int, raw: bytes) -> str:
     try:
         raw.decode("utf-8")
@@ -154,11 +163,7 @@ def demo_snapshot(path: Path) -> Path:
 
     rows = []
     for file in sorted(corpus_root().glob("*/*.txt")):
-        raw = file.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("cp1252")
+        text = read_article(file)
         rows.append({"id": f"bbc-{file.parent.name}-{file.stem}", "text": normalise_text(text),
                      "label": file.parent.name})
     frame = pd.DataFrame(rows)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,30 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from deploy.stack import free_port, wait_until
 from finegate.core.lake import Lake
 from finegate.tasks.clean import clean_drop
 from finegate.tasks.ingest import ingest_drop
 from tests.factories import LABEL_SET, LABELS, SYNTHETIC_TEXT_FILTERS
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(check, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} did not come up within {timeout} s")
 
 
 def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
